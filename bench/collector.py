@@ -1,0 +1,319 @@
+"""Collector benchmark: ingest throughput and status latency, on SQLite and PostgreSQL.
+
+Everything is measured through the HTTP API of a real ``beeaudio collector serve`` (uvicorn, one process)
+on loopback, with an httpx client in this process:
+
+1. ingest: batches of 100 events (``POST /api/v1/events``) for ``--hives`` hives, one client sending
+   sequentially and ``--clients`` clients at once; events/s.
+2. status: ``GET /api/v1/hives/{id}/status`` for random hives, p50/p99, with ``--events`` stored events
+   (default 2 million) and with 10× fewer. The history is bulk-loaded straight into the database
+   (events, rollups, then the real state code derives each hive's steps and state row), because posting
+   2 million events through the API would take longer than it says anything.
+
+    python bench/collector.py                      # both databases, 200 hives, 2 000 000 events
+    python bench/collector.py --db sqlite --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from beeaudio.events import ClassificationEvent, make_batch
+
+PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+BUCKET = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *, db_url: str, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BEEAUDIO_DATABASE_URL": db_url, "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
+               "BEEAUDIO_DATA_DIR": str(data_dir), "BEEAUDIO_MODE": "production"}  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "beeaudio.cli", "-q", "collector", "serve", "--port", str(self.port),
+             "--log-level", "warning"],
+            env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("collector did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def make_db(kind: str, workdir: Path) -> tuple[str, callable]:
+    """A fresh database URL and a clean-up function."""
+    if kind == "sqlite":
+        path = workdir / f"bench-{uuid.uuid4().hex[:6]}.db"
+        return f"sqlite:///{path}", lambda: None
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+    return f"{PG_BASE}?options=-csearch_path%3D{schema}", drop
+
+
+def register(client: httpx.Client, *, hives: int) -> list[dict[str, str]]:
+    devices = []
+    for i in range(hives):
+        hive_id = f"hive-{i:04d}"
+        client.post("/api/v1/hives", json={"name": hive_id, "hive_id": hive_id}, headers=ADMIN).raise_for_status()
+        response = client.post(f"/api/v1/hives/{hive_id}/devices", json={"device_id": f"dev-{i:04d}"}, headers=ADMIN)
+        response.raise_for_status()
+        devices.append(response.json())
+    return devices
+
+
+def live_batch(device: dict[str, str], *, start: datetime, seq: int, rng: random.Random) -> dict:
+    events = []
+    for k in range(100):
+        swarm = round(rng.random(), 4)
+        at = start + timedelta(seconds=10 * (seq * 100 + k))
+        events.append(
+            ClassificationEvent(
+                event_id=f"{device['device_id']}-{seq}-{k}", hive_id=device["hive_id"], device_id=device["device_id"],
+                model_name="bench", model_version="1", window_start=at, window_seconds=2.0,
+                probabilities={"normal": round(1 - swarm, 4), "swarm": swarm},
+                label="swarm" if swarm >= 0.5 else "normal", swarm_score=swarm, level_dbfs=-30.0, source_format="wav",
+            )  # fmt: skip
+        )
+    return make_batch(device_id=device["device_id"], events=events, batch_id=f"{device['device_id']}-{seq}")
+
+
+def bench_ingest(*, url: str, devices: list[dict[str, str]], batches: int, clients: int) -> dict[str, float]:
+    rng = random.Random(1)
+    start = datetime.now(UTC) - timedelta(days=2)
+    counters = defaultdict(int)
+    prepared = []
+    for n in range(batches * (1 + clients)):
+        device = devices[n % len(devices)]
+        counters[device["device_id"]] += 1
+        prepared.append((device, live_batch(device, start=start, seq=counters[device["device_id"]], rng=rng)))
+
+    def send(items: list) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for device, body in items:
+                response = client.post("/api/v1/events", json=body,
+                                       headers={"Authorization": f"Bearer {device['token']}"})  # fmt: skip
+                response.raise_for_status()
+                assert response.json()["accepted"] == 100
+
+    sequential = prepared[:batches]
+    t0 = time.perf_counter()
+    send(sequential)
+    one = batches * 100 / (time.perf_counter() - t0)
+    rest = prepared[batches:]
+    shards = [rest[i::clients] for i in range(clients)]
+    threads = [threading.Thread(target=send, args=(shard,)) for shard in shards]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    many = len(rest) * 100 / (time.perf_counter() - t0)
+    return {"sequential": one, "concurrent": many}
+
+
+def bulk_load(*, db_url: str, hives: int, events: int) -> float:
+    """Insert ``events`` historic events spread over the hives, their rollups, then derive the state."""
+    from service.db import events as events_table
+    from service.db import hive_state, hives as hives_table, make_engine, rollup_labels, rollups, write_transaction
+    from service.hive_state import apply_step, hive_params, recompute_steps
+    from service.state import StateParams
+
+    t0 = time.perf_counter()
+    engine = make_engine(db_url)
+    per_hive = events // hives
+    end = int(datetime.now(UTC).timestamp()) - 3600
+    start = end - per_hive * 10
+    rng = random.Random(7)
+    columns = ["hive_id", "device_id", "event_id", "model_name", "model_version", "window_start_ms",
+               "window_seconds", "label", "swarm_score", "level_dbfs", "source_format", "probabilities",
+               "received_ms"]  # fmt: skip
+    now_ms = int(time.time() * 1000)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for h in range(hives):
+            hive_id, device_id = f"hive-{h:04d}", f"dev-{h:04d}"
+            totals: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+            labels: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])
+            rows = []
+            # Mostly normal with a swarm episode, so the derived states are not all the same.
+            episode = rng.randrange(per_hive)
+            for k in range(per_hive):
+                t = start + 10 * k
+                swarm = round(min(max(rng.gauss(0.85 if episode <= k < episode + 400 else 0.15, 0.1), 0), 1), 4)
+                label = "swarm" if swarm >= 0.5 else "normal"
+                rows.append((hive_id, device_id, f"h{h}-{k}", "bench", "1", t * 1000, 2.0, label, swarm, -30.0,
+                             "wav", json.dumps({"normal": round(1 - swarm, 4), "swarm": swarm}), now_ms))  # fmt: skip
+                bucket = t - t % BUCKET
+                total = totals[bucket]
+                total[0] += 1
+                total[1] += swarm
+                total[2] += -30.0
+                for name, p in (("normal", 1 - swarm), ("swarm", swarm)):
+                    entry = labels[(bucket, name)]
+                    entry[0] += name == label
+                    entry[1] += p
+            if db_url.startswith("postgresql"):
+                with cursor.copy(f"COPY events ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" for _ in columns)
+                cursor.executemany(f"INSERT INTO events ({', '.join(columns)}) VALUES ({marks})", rows)
+            with write_transaction(engine) as conn:
+                conn.execute(sa.insert(rollups), [
+                    {"hive_id": hive_id, "device_id": device_id, "bucket_start": b, "n": int(n), "swarm_sum": s,
+                     "level_sum": lv} for b, (n, s, lv) in totals.items()])  # fmt: skip
+                conn.execute(sa.insert(rollup_labels), [
+                    {"hive_id": hive_id, "device_id": device_id, "bucket_start": b, "label": name, "n_top": int(n),
+                     "prob_sum": p} for (b, name), (n, p) in labels.items()])  # fmt: skip
+            raw.commit()
+        raw.commit()
+    finally:
+        raw.close()
+    # The state code itself walks every hive's history once (as a late backlog upload would).
+    defaults = StateParams()
+    for h in range(hives):
+        hive_id = f"hive-{h:04d}"
+        with write_transaction(engine) as conn:
+            current = conn.execute(
+                sa.select(hive_state, hives_table.c.params).join(hives_table, hives_table.c.hive_id == hive_state.c.hive_id)
+                .where(hive_state.c.hive_id == hive_id)
+            ).one()  # fmt: skip
+            params = hive_params(defaults=defaults, overrides=current.params)
+            first, last = start - start % BUCKET, (end - 10) - (end - 10) % BUCKET
+            step = recompute_steps(conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params)
+            values = apply_step(conn, hive_id=hive_id, step=step, previous_state=current.state, params=params,
+                                webhook_urls=[], now_ms=now_ms)  # fmt: skip
+            conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(
+                last_seen_ms=now_ms, last_event_ms=(end - 10) * 1000, model_version="1", **values))  # fmt: skip
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one()
+    engine.dispose()
+    assert stored >= per_hive * hives
+    return time.perf_counter() - t0
+
+
+def bench_status(*, url: str, hives: int, requests: int) -> dict[str, float]:
+    rng = random.Random(3)
+    times = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(50):  # warm-up
+            client.get(f"/api/v1/hives/hive-{rng.randrange(hives):04d}/status", headers=ADMIN)
+        for _ in range(requests):
+            hive_id = f"hive-{rng.randrange(hives):04d}"
+            t0 = time.perf_counter()
+            response = client.get(f"/api/v1/hives/{hive_id}/status", headers=ADMIN)
+            times.append((time.perf_counter() - t0) * 1000)
+            response.raise_for_status()
+        t0 = time.perf_counter()
+        listing = client.get("/api/v1/hives", headers=ADMIN)
+        list_ms = (time.perf_counter() - t0) * 1000
+        listing.raise_for_status()
+    times.sort()
+    return {
+        "p50": statistics.median(times),
+        "p99": times[int(len(times) * 0.99) - 1],
+        "list_all_ms": list_ms,
+    }
+
+
+def run(kind: str, args: argparse.Namespace, workdir: Path) -> None:
+    print(f"\n== {kind} ==", flush=True)
+    db_url, drop = make_db(kind, workdir)
+    server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            devices = register(client, hives=args.hives)
+        rates = bench_ingest(url=server.url, devices=devices, batches=args.batches, clients=args.clients)
+        print(f"ingest, batches of 100: {rates['sequential']:,.0f} events/s (1 client), "
+              f"{rates['concurrent']:,.0f} events/s ({args.clients} clients)", flush=True)  # fmt: skip
+    finally:
+        server.stop()
+        drop()
+    for total in (args.events, args.events // 10):
+        db_url, drop = make_db(kind, workdir)
+        try:
+            server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                register(client, hives=args.hives)
+            server.stop()
+            seconds = bulk_load(db_url=db_url, hives=args.hives, events=total)
+            server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
+            lat = bench_status(url=server.url, hives=args.hives, requests=args.requests)
+            print(f"status with {total:,} events in {args.hives} hives (loaded in {seconds:.0f} s): "
+                  f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; GET /hives (all {args.hives}) "
+                  f"{lat['list_all_ms']:.1f} ms", flush=True)  # fmt: skip
+        finally:
+            server.stop()
+            drop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--hives", type=int, default=200)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--batches", type=int, default=200, help="batches of 100 per ingest measurement")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=2000, help="status requests per measurement")
+    args = parser.parse_args()
+    print(f"collector bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          "real uvicorn on 127.0.0.1, httpx client in this process")  # fmt: skip
+    kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    with tempfile.TemporaryDirectory(prefix="beeaudio-bench-") as tmp:
+        for kind in kinds:
+            run(kind, args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

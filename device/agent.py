@@ -1,0 +1,407 @@
+"""The analysis loop: finished recordings → windows → classifier → events in the outbox → collector.
+
+For each recording: decode window by window (bounded memory), compute features, run the model, build one
+:class:`ClassificationEvent` per window with a deterministic id (device, recording, offset, model), and
+commit all of them to the outbox **in one transaction together with the mark that the file is done**; only
+then is the file deleted or archived. A crash before the commit leaves the file to be analysed again; a
+crash after it finds the file marked done and just finishes deleting it. Either way no event is lost and
+none is duplicated (the ids are the same, and the collector drops ids it has).
+
+A bad recording (any :class:`beeaudio.audio.AudioError`, or anything else that fails on it) is logged and
+moved to the quarantine folder; the loop goes on. SIGTERM/SIGINT stop the loop after the current window: the
+recording being analysed is left untouched for the next start. Between recordings the loop looks at the
+model store's ``current`` pointer and switches to a newly installed model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beeaudio import audio as audio_io
+from beeaudio import features as feats
+from beeaudio.events import ClassificationEvent, make_event_id, utc_iso
+from beeaudio.inference import Classifier
+from device import sources
+from device.config import DeviceConfig
+from device.modelstore import ModelStore, ModelStoreError, check_servable
+from device.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SCHEMA = "beeaudio.heartbeat/1"
+STAGES = ("decode", "features", "inference")
+
+
+@dataclass
+class StageTimer:
+    """Milliseconds spent per stage, summed; reported as the mean per window."""
+
+    totals_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    windows: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, decode_ms: float, features_ms: float, inference_ms: float) -> None:
+        with self._lock:
+            self.totals_ms["decode"] += decode_ms
+            self.totals_ms["features"] += features_ms
+            self.totals_ms["inference"] += inference_ms
+            self.windows += 1
+
+    def mean_ms(self) -> dict[str, float]:
+        with self._lock:
+            n = max(1, self.windows)
+            return {stage: round(self.totals_ms[stage] / n, 4) for stage in STAGES}
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    hive_id: str
+
+
+def analyse_file(
+    *,
+    path: Path,
+    classifier: Classifier,
+    identity: Identity,
+    source_id: str,
+    name_time_formats: Sequence[str],
+    name_timezone: str = "UTC",
+    max_windows: int = 0,
+    timer: StageTimer | None = None,
+    stop: threading.Event | None = None,
+) -> list[ClassificationEvent] | None:
+    """Every window's event of one recording, or None when ``stop`` was set part way.
+
+    Raises :class:`beeaudio.audio.AudioError` for a file that cannot be analysed."""
+    config = classifier.config
+    manifest = classifier.manifest
+    labels = manifest.labels
+    info = audio_io.probe(path)
+    start = sources.recording_start(
+        path=path, duration_s=info.duration_s, formats=name_time_formats, timezone=name_timezone
+    )
+    windows = audio_io.iter_windows(path, config=config)
+    events: list[ClassificationEvent] = []
+    while True:
+        t0 = time.perf_counter()
+        try:
+            start_s, samples = next(windows)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        features = feats.window_features(audio=samples, config=config)[:1]
+        t2 = time.perf_counter()
+        probs = classifier.predict(features)[0]
+        t3 = time.perf_counter()
+        if timer is not None:
+            timer.add(decode_ms=(t1 - t0) * 1e3, features_ms=(t2 - t1) * 1e3, inference_ms=(t3 - t2) * 1e3)
+        probabilities = {label: float(p) for label, p in zip(labels, probs, strict=True)}
+        events.append(
+            ClassificationEvent(
+                event_id=make_event_id(
+                    device_id=identity.device_id,
+                    source_id=source_id,
+                    window_offset_s=float(start_s),
+                    model_sha256=manifest.model_sha256,
+                ),
+                hive_id=identity.hive_id,
+                device_id=identity.device_id,
+                model_name=manifest.model_name,
+                model_version=manifest.model_version,
+                window_start=start + timedelta(seconds=float(start_s)),
+                window_seconds=config.window_seconds,
+                probabilities=probabilities,
+                label=labels[int(np.argmax(probs))],
+                swarm_score=min(1.0, max(0.0, probabilities[manifest.swarm_label])),
+                level_dbfs=feats.level_dbfs(audio=samples),
+                source_format=info.container,
+                extra={"file": path.name, "offset_s": round(float(start_s), 3)},
+            )
+        )
+        if stop is not None and stop.is_set():
+            return None
+        if max_windows and len(events) >= max_windows:
+            break
+    if not events:
+        raise audio_io.TooShortAudioError(path, f"shorter than one {config.window_seconds:g} s window")
+    return events
+
+
+class Agent:
+    """One device: a source, the current model, the outbox and (if a collector is configured) the uplink."""
+
+    def __init__(self, *, config: DeviceConfig, once: bool = False, inputs: Sequence[Path] = ()) -> None:
+        self.config = config
+        self.once = once
+        self.inputs = [Path(p) for p in inputs]
+        self.kind = "files" if self.inputs else config.source.kind
+        self.identity = Identity(
+            device_id=config.device.device_id or socket.gethostname(),
+            hive_id=config.device.hive_id or "unassigned",
+        )
+        self.stop_event = threading.Event()
+        self.timer = StageTimer()
+        self.started = time.monotonic()
+        self.store = ModelStore(root=config.model_dir)
+        self.outbox: Outbox | None = None
+        self.classifier: Classifier | None = None
+        self.model_sha: str | None = None
+        self.backlog_files = 0
+        self.uplink: Any = None
+        self.recorder: sources.RecorderSupervisor | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def request_stop(self, *_args: object) -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping after the current window")
+        self.stop_event.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    def _recording_rate(self) -> int | None:
+        return self.config.microphone.sample_rate if self.kind == "microphone" else None
+
+    def _load_model(self) -> None:
+        """(Re)load the store's current model; keep the running one if the new one fails."""
+        sha = self.store.current_sha()
+        if sha == self.model_sha and self.classifier is not None:
+            return
+        try:
+            path = self.store.current_path()
+            classifier = Classifier.load(
+                path, runtime=self.config.model.runtime or None, num_threads=self.config.model.num_threads
+            )
+            check_servable(manifest=classifier.manifest, recording_rate=self._recording_rate())
+        except Exception as exc:
+            if self.classifier is None:
+                raise ModelStoreError(f"cannot load the current model: {exc}") from exc
+            log.error("new model %s refused, keeping %s: %s", sha, self.model_sha, exc)
+            self.model_sha = sha  # do not retry the same broken switch for every file
+            return
+        self.classifier, self.model_sha = classifier, sha
+        m = classifier.manifest
+        log.info("model %s %s loaded on %s", m.model_name, m.model_version, classifier.runtime)
+
+    def _start_uplink(self) -> None:
+        from device.client import CollectorClient
+        from device.uplink import Backoff, Uplink, Uploader, check_model_update
+
+        c = self.config.collector
+        if not c.url or self.outbox is None:
+            return
+        client = CollectorClient(base_url=c.url, token=self.config.token(), timeout_s=c.timeout_s)
+        uploader = Uploader(
+            outbox=self.outbox, client=client, device_id=self.identity.device_id, batch_size=c.batch_size
+        )
+        refused: set[str] = set()
+
+        def ota() -> None:
+            installed = check_model_update(
+                client=client,
+                device_id=self.identity.device_id,
+                store=self.store,
+                runtime=self.config.model.runtime or None,
+                recording_rate=self._recording_rate(),
+                refused=refused,
+            )
+            if installed is not None:
+                log.info("over-the-air update installed %s", installed.describe())
+
+        self.uplink = Uplink(
+            uploader=uploader,
+            heartbeat=self.heartbeat,
+            heartbeat_interval_s=c.heartbeat_interval_s,
+            upload_interval_s=c.upload_interval_s,
+            backoff=Backoff(initial_s=c.backoff_initial_s, max_s=c.backoff_max_s),
+            ota=ota if c.ota_poll_interval_s > 0 else None,
+            ota_interval_s=c.ota_poll_interval_s,
+        )
+        self.uplink.start()
+
+    def _start_recorder(self) -> None:
+        mic = self.config.microphone
+        command = sources.recorder_command(
+            template=mic.command,
+            spool=self.config.spool_dir,
+            alsa_device=mic.alsa_device,
+            sample_rate=mic.sample_rate,
+            channels=mic.channels,
+            file_seconds=mic.file_seconds,
+        )
+        self.recorder = sources.RecorderSupervisor(
+            command=command,
+            spool=self.config.spool_dir,
+            log_path=self.config.state_dir / "recorder.log",
+            restart_initial_s=mic.restart_initial_s,
+            restart_max_s=mic.restart_max_s,
+        )
+        self.recorder.start()
+
+    # -- reporting -------------------------------------------------------------------------------------
+    def heartbeat(self) -> dict[str, Any]:
+        status = self.outbox.status() if self.outbox is not None else None
+        manifest = self.classifier.manifest if self.classifier is not None else None
+        try:
+            free = shutil.disk_usage(self.config.state_dir).free
+        except OSError:
+            free = 0
+        return {
+            "schema": HEARTBEAT_SCHEMA,
+            "sent_at": utc_iso(datetime.now(UTC)),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "backlog_files": self.backlog_files,
+            "outbox_depth": status.depth if status else 0,
+            "dropped_events": status.dropped_events if status else 0,
+            "model_name": manifest.model_name if manifest else None,
+            "model_version": manifest.model_version if manifest else None,
+            "disk_free_bytes": int(free),
+            "stage_ms": self.timer.mean_ms(),
+        }
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _pending_files(self) -> list[Path]:
+        src = self.config.source
+        if self.kind == "files":
+            found: list[Path] = []
+            for path in self.inputs or [src.path]:  # type: ignore[list-item]
+                found.extend(sources.input_files(path=Path(path), patterns=src.patterns))
+            return found
+        if self.once:
+            # One-shot over a spool: everything present is the backlog (writers rename when done).
+            files = sources.spool_files(folder=self.config.spool_dir, patterns=src.patterns)
+        else:
+            files = sources.finished_files(
+                folder=self.config.spool_dir, patterns=src.patterns, settle_seconds=src.settle_seconds
+            )
+        return files
+
+    def _finish(self, path: Path) -> None:
+        """After the commit: delete or archive the recording (never for one-shot file inputs)."""
+        after = "keep" if self.kind == "files" else self.config.source.after
+        try:
+            if after == "delete":
+                path.unlink(missing_ok=True)
+            elif after == "archive":
+                sources.archive_file(path=path, folder=self.config.archive_dir)
+        except OSError as exc:
+            log.error("cannot %s %s: %s", after, path, exc)
+
+    def process_file(self, path: Path) -> str:
+        """Analyse one recording; returns "done", "skipped", "quarantined" or "stopped"."""
+        assert self.outbox is not None and self.classifier is not None
+        try:
+            source_id = sources.source_id_of(path)
+        except OSError as exc:  # vanished between listing and reading
+            log.warning("skipping %s: %s", path, exc)
+            return "skipped"
+        if self.outbox.file_status(source_id) is not None:
+            self._finish(path)  # committed before a crash or a stop; only the clean-up was missing
+            return "skipped"
+        src = self.config.source
+        try:
+            events = analyse_file(
+                path=path,
+                classifier=self.classifier,
+                identity=self.identity,
+                source_id=source_id,
+                name_time_formats=src.name_time_formats,
+                name_timezone=src.name_timezone,
+                max_windows=src.windows_per_file,
+                timer=self.timer,
+                stop=self.stop_event,
+            )
+        except Exception as exc:  # one bad recording must never stop the device
+            reason = str(exc) if isinstance(exc, audio_io.AudioError) else f"{type(exc).__name__}: {exc}"
+            log.warning("quarantining %s: %s", path, reason)
+            if self.kind != "files":
+                try:
+                    sources.quarantine_file(path=path, folder=self.config.quarantine_dir, reason=reason)
+                except OSError as move_error:
+                    log.error("cannot move %s to quarantine: %s", path, move_error)
+            self.outbox.mark_file(source_id=source_id, path=str(path), status="quarantined")
+            return "quarantined"
+        if events is None:
+            return "stopped"
+        dropped = self.outbox.commit_file(source_id=source_id, path=str(path), events=events)
+        if dropped:
+            log.warning("outbox full (%d events): dropped the %d oldest", self.outbox.max_events, dropped)
+        if self.uplink is not None:
+            self.uplink.wake()
+        self._finish(path)
+        log.info("%s: %d windows", path.name, len(events))
+        return "done"
+
+    def _drain(self, *, timeout_s: float) -> bool:
+        if self.uplink is None or self.outbox is None:
+            return True
+        deadline = time.monotonic() + timeout_s
+        self.uplink.wake()
+        while self.outbox.depth() > 0:
+            if time.monotonic() >= deadline or self.stop_event.is_set():
+                return False
+            time.sleep(0.1)
+        return True
+
+    def run(self, *, drain_timeout_s: float = 120.0) -> int:
+        """Run until stopped (or, with ``once``, until the backlog is analysed and uploaded).
+
+        Exit codes: 0 fine, 2 no usable model, 3 ``once`` ended with events still in the outbox."""
+        self._install_signal_handlers()
+        cfg = self.config
+        for folder in (cfg.state_dir, cfg.spool_dir if self.kind != "files" else cfg.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._load_model()
+        except ModelStoreError as exc:
+            log.error("%s", exc)
+            return 2
+        self.outbox = Outbox(path=cfg.outbox_path, max_events=cfg.outbox.max_events)
+        code = 0
+        try:
+            self.outbox.prune_files(older_than_s=cfg.outbox.keep_files_days * 86400)
+            self._start_uplink()
+            if self.kind == "microphone":
+                self._start_recorder()
+            while not self.stop_event.is_set():
+                self._load_model()
+                files = self._pending_files()
+                self.backlog_files = len(files)
+                for path in files:
+                    if self.stop_event.is_set():
+                        break
+                    self.process_file(path)
+                    self.backlog_files = max(0, self.backlog_files - 1)
+                    self._load_model()
+                if self.once and (self.kind == "files" or not self._pending_files()):
+                    break
+                self.stop_event.wait(cfg.source.poll_seconds)
+            if self.once and not self.stop_event.is_set() and not self._drain(timeout_s=drain_timeout_s):
+                assert self.outbox is not None
+                log.error("%d events not uploaded within %.0f s", self.outbox.depth(), drain_timeout_s)
+                code = 3
+        finally:
+            if self.recorder is not None:
+                self.recorder.stop()
+            if self.uplink is not None:
+                self.uplink.stop()
+                self.uplink.join(timeout=cfg.collector.timeout_s + 5)
+                self.uplink.send_heartbeat()
+            self.outbox.close()
+        log.info("agent stopped")
+        return code

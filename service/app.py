@@ -1,0 +1,210 @@
+"""The collector's app factory: ``create_app(settings)`` builds a self-contained FastAPI app.
+
+Everything the handlers need (engine, tokens, parameters, clock) hangs off ``app.state.context``; nothing
+is module-level, so tests build as many apps (SQLite, PostgreSQL, fake clocks) as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from beeaudio import __version__
+from service import migrate
+from service.alerts import WebhookPolicy, WebhookWorker
+from service.context import AppContext
+from service.db import make_engine
+from service.hive_state import sweep_offline
+from service.settings import Settings, resolve_admin_token
+from service.state import StateParams
+from service.timeutil import wall_clock_ms
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MODEL_UPLOAD_PATH = "/api/v1/models"
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413 before any handler parses them (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str, str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"], scope["path"])
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send: Send, limit: int) -> None:
+        response = JSONResponse(status_code=413, content={"detail": f"request body larger than {limit} bytes"})
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a plain JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:10]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # The raw errors may hold the offending input (bytes, NaN ...) which JSON cannot always carry.
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()[:50]
+    ]
+
+
+def build_context(
+    settings: Settings, *, clock_ms: Callable[[], int] | None = None, offline: bool = False
+) -> AppContext:
+    """What the handlers share. ``offline`` (CLI chores on the database) needs no admin secret."""
+    admin_token = "" if offline else resolve_admin_token(settings)[0]
+    defaults = StateParams(
+        smoothing_seconds=settings.smoothing_seconds,
+        enter_swarm=settings.enter_swarm,
+        exit_swarm=settings.exit_swarm,
+        confirm_buckets=settings.confirm_buckets,
+        min_events=settings.min_events,
+        offline_after_seconds=settings.offline_after_seconds,
+    )
+    defaults.check()
+    engine = make_engine(settings.database_url)
+    data_dir = settings.resolved_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        admin_token=admin_token,
+        read_token=settings.read_token.get_secret_value(),
+        defaults=defaults,
+        data_dir=data_dir,
+        clock_ms=clock_ms or wall_clock_ms,
+    )
+
+
+async def _sweep_loop(context: AppContext) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(
+                sweep_offline,
+                engine=context.engine,
+                defaults=context.defaults,
+                webhook_urls=context.webhook_urls,
+                now_ms=context.clock_ms(),
+            )
+        except Exception:  # a database hiccup must not end the sweeps
+            log.exception("offline sweep failed")
+        await asyncio.sleep(context.settings.sweep_interval_seconds)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock_ms: Callable[[], int] | None = None, run_migrations: bool = True
+) -> FastAPI:
+    """A collector app. Migrates the database to the latest schema unless ``run_migrations`` is False."""
+    settings = settings or Settings()
+    context = build_context(settings, clock_ms=clock_ms)
+    if run_migrations:
+        migrate.upgrade(engine=context.engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+        if settings.background_tasks:
+            worker = WebhookWorker(
+                engine=context.engine,
+                policy=WebhookPolicy(
+                    timeout_seconds=settings.webhook_timeout_seconds,
+                    max_attempts=settings.webhook_max_attempts,
+                    backoff_seconds=settings.webhook_backoff_seconds,
+                    backoff_max_seconds=settings.webhook_backoff_max_seconds,
+                ),
+                clock_ms=context.clock_ms,
+            )
+            tasks.append(asyncio.create_task(worker.run()))
+            tasks.append(asyncio.create_task(_sweep_loop(context)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            context.engine.dispose()
+
+    app = FastAPI(
+        title="beeaudio collector",
+        version=__version__,
+        description="Hive devices send classification events; users ask what every hive is doing.",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _validation_detail(exc), "errors": _clean_errors(exc)})
+
+    from service import routes_admin, routes_ingest, routes_models, routes_query
+
+    for module in (routes_ingest, routes_admin, routes_query, routes_models):
+        app.include_router(module.router)
+
+    def _limit_for(method: str, path: str) -> int:
+        if method == "POST" and path == MODEL_UPLOAD_PATH:
+            return settings.max_model_bytes
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for)
+    # The dashboard (another room) lives in service/static; the API routes above take precedence.
+    if STATIC_DIR.is_dir() and (STATIC_DIR / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+    return app

@@ -1,0 +1,32 @@
+"""What a request handler needs, built once per app by the factory (no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from sqlalchemy.engine import Engine
+
+from service.settings import Settings
+from service.state import StateParams
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    engine: Engine
+    admin_token: str
+    read_token: str
+    defaults: StateParams
+    data_dir: Path
+    clock_ms: Callable[[], int]
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        return self.settings.webhook_urls()
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.context

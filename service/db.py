@@ -1,0 +1,249 @@
+"""Tables and engine of the collector.
+
+Times are stored as integers (epoch milliseconds; rollup buckets as epoch seconds) so that bucket arithmetic
+is the same plain integer SQL on SQLite and PostgreSQL. Every table that holds readings (events, rollups,
+heartbeats) carries both the hive id and the device id. The schema itself is created by the Alembic
+migrations in ``service/migrations``; these ``Table`` objects describe it for queries, and a test holds
+the two to each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+#: Integer primary keys that autoincrement on both databases (SQLite only does it for INTEGER).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+hives = sa.Table(
+    "hives",
+    metadata,
+    sa.Column("hive_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("hive_id", sa.String(64), sa.ForeignKey("hives.hive_id"), nullable=False, index=True),
+    sa.Column("token_sha256", sa.String(64), nullable=True, unique=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("revoked_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_seen_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_heartbeat_ms", sa.BigInteger, nullable=True),
+    sa.Column("heartbeat", sa.JSON, nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("hive_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(100), nullable=False),
+    sa.Column("window_start_ms", sa.BigInteger, nullable=False),
+    sa.Column("window_seconds", sa.Float, nullable=False),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("swarm_score", sa.Float, nullable=False),
+    sa.Column("level_dbfs", sa.Float, nullable=False),
+    sa.Column("source_format", sa.String(32), nullable=False),
+    sa.Column("probabilities", sa.JSON, nullable=False),
+    sa.Column("extra", sa.JSON, nullable=True),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+    # Unique per device: a device can only ever collide with its own ids, never suppress another's.
+    sa.UniqueConstraint("device_id", "event_id", name="uq_events_device_event"),
+    sa.Index("ix_events_hive_time", "hive_id", "window_start_ms", "id"),
+)
+
+rollups = sa.Table(
+    "rollups",
+    metadata,
+    sa.Column("hive_id", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("bucket_start", sa.BigInteger, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("swarm_sum", sa.Float, nullable=False),
+    sa.Column("level_sum", sa.Float, nullable=False),
+    sa.Index("ix_rollups_hive_bucket", "hive_id", "bucket_start"),
+)
+
+rollup_labels = sa.Table(
+    "rollup_labels",
+    metadata,
+    sa.Column("hive_id", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("bucket_start", sa.BigInteger, primary_key=True),
+    sa.Column("label", sa.String(100), primary_key=True),
+    sa.Column("n_top", sa.Integer, nullable=False),
+    sa.Column("prob_sum", sa.Float, nullable=False),
+    sa.Index("ix_rollup_labels_hive_bucket", "hive_id", "bucket_start"),
+)
+
+hive_steps = sa.Table(
+    "hive_steps",
+    metadata,
+    sa.Column("hive_id", sa.String(64), primary_key=True),
+    sa.Column("bucket_start", sa.BigInteger, primary_key=True),
+    sa.Column("n_window", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("pending", sa.Integer, nullable=False),
+    sa.Column("since_ms", sa.BigInteger, nullable=True),
+    sa.Column("pending_since_ms", sa.BigInteger, nullable=True),
+)
+
+hive_state = sa.Table(
+    "hive_state",
+    metadata,
+    sa.Column("hive_id", sa.String(64), sa.ForeignKey("hives.hive_id"), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("since_ms", sa.BigInteger, nullable=True),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("n_window", sa.Integer, nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+    sa.Column("last_bucket", sa.BigInteger, nullable=True),
+    sa.Column("last_seen_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_event_ms", sa.BigInteger, nullable=True),
+    sa.Column("model_version", sa.String(100), nullable=True),
+    sa.Column("offline_alerted", sa.Boolean, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+)
+
+heartbeats = sa.Table(
+    "heartbeats",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("hive_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Index("ix_heartbeats_device_time", "device_id", "received_ms"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("alert_id", sa.String(32), primary_key=True),
+    sa.Column("hive_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Index("ix_alerts_hive_at", "hive_id", "at_ms"),
+    sa.Index("ix_alerts_at", "at_ms"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.String(32), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_ms", sa.BigInteger, nullable=True),
+    sa.Index("ix_webhook_due", "status", "next_attempt_ms"),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("model_id", sa.String(64), primary_key=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(100), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.String(200), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),
+    sa.Column("uploaded_ms", sa.BigInteger, nullable=False),
+)
+
+model_publications = sa.Table(
+    "model_publications",
+    metadata,
+    # A hive id, or "*" for every hive.
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("model_id", sa.String(64), sa.ForeignKey("models.model_id"), nullable=False),
+    sa.Column("published_ms", sa.BigInteger, nullable=False),
+)
+
+ALL_HIVES = "*"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine whose committed transactions are durable.
+
+    SQLite: WAL journal, ``synchronous=FULL`` (a commit is fsynced before it returns, so a 2xx survives a
+    power cut), foreign keys on, a busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` so
+    two writers queue instead of failing with "database is locked" half-way through.
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below decide how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if parsed.database and parsed.database != ":memory:":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: committed (durably) on exit, rolled back on error."""
+    with engine.execution_options(sqlite_immediate=True).begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.begin() as conn:
+        yield conn
+
+
+def lock_clause(conn: Connection) -> bool:
+    """Whether ``SELECT ... FOR UPDATE`` means anything here (SQLite serialises writers instead)."""
+    return conn.dialect.name != "sqlite"
+
+
+def insert_for(conn: Connection) -> Any:
+    """The dialect's ``insert`` (with ``on_conflict_do_nothing``/``on_conflict_do_update``)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only the two supported databases
+        raise RuntimeError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
+    return insert

@@ -1,0 +1,24 @@
+"""Alembic environment: run with a connection handed over in ``config.attributes`` (see service.migrate)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from service.db import metadata
+
+config = context.config
+target_metadata = metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run the collector's migrations through service.migrate.upgrade()")
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise RuntimeError("offline (SQL script) migrations are not supported; run 'beeaudio collector migrate'")
+run_migrations_online()

@@ -1,0 +1,188 @@
+"""Read side: hive status (one row per hive), history from rollups, raw events, alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.alerts import alert_json
+from service.db import alerts, events, hive_state, hives, rollup_labels, rollups
+from service.hive_state import hive_params
+from service.state import OFFLINE, StateParams
+from service.timeutil import iso_ms
+
+_STATUS_COLUMNS = (
+    hives.c.hive_id,
+    hives.c.name,
+    hives.c.created_ms,
+    hives.c.params,
+    hive_state.c.state,
+    hive_state.c.since_ms,
+    hive_state.c.confidence,
+    hive_state.c.score,
+    hive_state.c.n_window,
+    hive_state.c.counts,
+    hive_state.c.last_seen_ms,
+    hive_state.c.last_event_ms,
+    hive_state.c.model_version,
+)
+
+
+def status_json(row: Any, *, defaults: StateParams, now_ms: int) -> dict[str, Any]:
+    """A hive's status; ``offline`` overrides the stored state when nothing arrived for too long."""
+    params = hive_params(defaults=defaults, overrides=row.params)
+    state, since_ms, conf = row.state, row.since_ms, row.confidence
+    if row.last_seen_ms is not None:
+        offline_at = row.last_seen_ms + int(params.offline_after_seconds * 1000)
+        if now_ms > offline_at:
+            state, since_ms, conf = OFFLINE, row.last_seen_ms, 1.0
+    return {
+        "hive_id": row.hive_id,
+        "name": row.name,
+        "state": state,
+        "confidence": conf,
+        "since": iso_ms(since_ms),
+        "last_seen": iso_ms(row.last_seen_ms),
+        "last_event": iso_ms(row.last_event_ms),
+        "model_version": row.model_version,
+        "swarm_score": None if row.score is None else round(row.score, 4),
+        "n_window": row.n_window,
+        "counts": row.counts or {},
+        "params": params.to_dict(),
+        "created_at": iso_ms(row.created_ms),
+    }
+
+
+def hive_status(conn: Connection, *, hive_id: str, defaults: StateParams, now_ms: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(*_STATUS_COLUMNS)
+        .join(hive_state, hive_state.c.hive_id == hives.c.hive_id)
+        .where(hives.c.hive_id == hive_id)
+    ).first()
+    return None if row is None else status_json(row, defaults=defaults, now_ms=now_ms)
+
+
+def all_statuses(conn: Connection, *, defaults: StateParams, now_ms: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.select(*_STATUS_COLUMNS)
+        .join(hive_state, hive_state.c.hive_id == hives.c.hive_id)
+        .order_by(hives.c.hive_id)
+    ).all()
+    return [status_json(row, defaults=defaults, now_ms=now_ms) for row in rows]
+
+
+def history(
+    conn: Connection, *, hive_id: str, start_s: int, end_s: int, bucket_seconds: int
+) -> list[dict[str, Any]]:
+    """Per-bucket counts and means, aggregated from the rollups (never from raw events).
+
+    Buckets are aligned to multiples of ``bucket_seconds`` since the epoch, so the same bucket has the same
+    start whatever range is asked for.
+    """
+    width = sa.literal(bucket_seconds, sa.BigInteger)
+    key = (rollups.c.bucket_start // width).label("k")
+    totals = conn.execute(
+        sa.select(key, sa.func.sum(rollups.c.n), sa.func.sum(rollups.c.swarm_sum))
+        .where(rollups.c.hive_id == hive_id, rollups.c.bucket_start >= start_s, rollups.c.bucket_start < end_s)
+        .group_by(key)
+        .order_by(key)
+    ).all()
+    label_key = (rollup_labels.c.bucket_start // width).label("k")
+    label_rows = conn.execute(
+        sa.select(label_key, rollup_labels.c.label, sa.func.sum(rollup_labels.c.n_top),
+                  sa.func.sum(rollup_labels.c.prob_sum))  # fmt: skip
+        .where(
+            rollup_labels.c.hive_id == hive_id,
+            rollup_labels.c.bucket_start >= start_s,
+            rollup_labels.c.bucket_start < end_s,
+        )
+        .group_by(label_key, rollup_labels.c.label)
+    ).all()
+    per_label: dict[int, list[tuple[str, int, float]]] = {}
+    for k, label, n_top, prob_sum in label_rows:
+        per_label.setdefault(int(k), []).append((label, int(n_top), float(prob_sum)))
+    buckets = []
+    for k, n, swarm_sum in totals:
+        n = int(n)
+        if not n:
+            continue
+        labels = sorted(per_label.get(int(k), []))
+        buckets.append(
+            {
+                "start": iso_ms(int(k) * bucket_seconds * 1000),
+                "n": n,
+                "counts": {label: n_top for label, n_top, _ in labels},
+                "mean_probabilities": {label: round(p / n, 6) for label, _, p in labels},
+                "mean_swarm_score": round(float(swarm_sum) / n, 6),
+            }
+        )
+    return buckets
+
+
+def event_json(row: Any) -> dict[str, Any]:
+    data = {
+        "schema": "beeaudio.event/1",
+        "event_id": row.event_id,
+        "hive_id": row.hive_id,
+        "device_id": row.device_id,
+        "model_name": row.model_name,
+        "model_version": row.model_version,
+        "window_start": iso_ms(row.window_start_ms),
+        "window_seconds": row.window_seconds,
+        "probabilities": row.probabilities,
+        "label": row.label,
+        "swarm_score": row.swarm_score,
+        "level_dbfs": row.level_dbfs,
+        "source_format": row.source_format,
+        "received_at": iso_ms(row.received_ms),
+    }
+    if row.extra:
+        data["extra"] = row.extra
+    return data
+
+
+def parse_cursor(cursor: str) -> tuple[int, int] | None:
+    parts = cursor.split(".")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 18 for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def event_page(
+    conn: Connection, *, hive_id: str, limit: int, cursor: tuple[int, int] | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest window first; the cursor is ``<window_start_ms>.<row id>`` of the last event returned."""
+    query = sa.select(events).where(events.c.hive_id == hive_id)
+    if cursor is not None:
+        ms, row_id = cursor
+        query = query.where(
+            sa.or_(
+                events.c.window_start_ms < ms,
+                sa.and_(events.c.window_start_ms == ms, events.c.id < row_id),
+            )
+        )
+    rows = conn.execute(
+        query.order_by(events.c.window_start_ms.desc(), events.c.id.desc()).limit(limit + 1)
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = f"{rows[-1].window_start_ms}.{rows[-1].id}" if more and rows else None
+    return [event_json(row) for row in rows], next_cursor
+
+
+def alert_list(
+    conn: Connection, *, hive_id: str | None, since_ms: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Alerts at or after ``since`` (oldest first) or, without ``since``, the latest ``limit`` (oldest first)."""
+    query = sa.select(alerts)
+    if hive_id is not None:
+        query = query.where(alerts.c.hive_id == hive_id)
+    if since_ms is not None:
+        query = query.where(alerts.c.at_ms >= since_ms).order_by(alerts.c.at_ms, alerts.c.created_ms)
+        rows = conn.execute(query.limit(limit)).all()
+    else:
+        query = query.order_by(alerts.c.at_ms.desc(), alerts.c.created_ms.desc())
+        rows = list(reversed(conn.execute(query.limit(limit)).all()))
+    return [alert_json(row) for row in rows]

@@ -1,0 +1,153 @@
+"""Model registry endpoints: upload and publish (admin), the device's model (device token), files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from service.auth import Principal, get_principal, require_admin, require_own_device, require_reader
+from service.context import AppContext, get_context
+from service.registry import RegistryError, device_hive, list_models, model_file, model_for_hive, publish
+from service.registry import store_upload
+from service.schemas import DeviceModelOut, ModelOut, PublishIn
+
+router = APIRouter(prefix="/api/v1", tags=["models"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+def _etag(sha256: str) -> str:
+    return f'"{sha256}"'
+
+
+def _matches(request: Request, sha256: str) -> bool:
+    header = request.headers.get("if-none-match", "")
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return _etag(sha256) in tags or "*" in tags
+
+
+@router.post("/models", status_code=201, response_model=ModelOut, openapi_extra=_UPLOAD_BODY)
+async def post_model(
+    request: Request, _: Principal = Depends(require_admin), context: AppContext = Depends(get_context)
+) -> dict[str, Any]:
+    """Upload a ``.beemodel`` (raw body, or multipart field ``file``); it is verified before it is kept."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_part_size=context.settings.max_model_bytes)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "multipart upload needs a file field named 'file'")
+        content = await upload.read()
+    else:
+        content = await request.body()
+    try:
+        return await run_in_threadpool(
+            store_upload, engine=context.engine, data_dir=context.data_dir, content=content, now_ms=context.clock_ms()
+        )
+    except RegistryError as exc:
+        raise HTTPException(exc.status, exc.detail) from exc
+
+
+@router.get("/models", response_model=list[dict[str, Any]])
+async def get_models(
+    _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
+) -> list[dict[str, Any]]:
+    return await run_in_threadpool(list_models, engine=context.engine)
+
+
+@router.post("/models/{model_id}/publish")
+async def post_publish(
+    model_id: str,
+    body: PublishIn,
+    _: Principal = Depends(require_admin),
+    context: AppContext = Depends(get_context),
+) -> dict[str, Any]:
+    """Publish a model to one hive (``hive_id``) or to all hives (``hive_id`` null)."""
+    try:
+        return await run_in_threadpool(
+            publish, engine=context.engine, model_id=model_id, hive_id=body.hive_id, now_ms=context.clock_ms()
+        )
+    except RegistryError as exc:
+        raise HTTPException(exc.status, exc.detail) from exc
+
+
+@router.get(
+    "/devices/{device_id}/model",
+    response_model=DeviceModelOut,
+    responses={204: {"description": "nothing published for this device's hive"}, 304: {"description": "unchanged"}},
+)
+async def get_device_model(
+    device_id: str,
+    request: Request,
+    principal: Principal = Depends(get_principal),
+    context: AppContext = Depends(get_context),
+) -> Any:
+    """Which bundle the device should run, with ``ETag: "<sha256>"``; 304 on a matching If-None-Match."""
+    require_own_device(principal=principal, device_id=device_id)
+    hive_id = await run_in_threadpool(device_hive, engine=context.engine, device_id=device_id)
+    if hive_id is None:
+        raise HTTPException(404, f"device {device_id!r} does not exist")
+    model = await run_in_threadpool(model_for_hive, engine=context.engine, hive_id=hive_id)
+    if model is None:
+        return Response(status_code=204)
+    headers = {"ETag": _etag(model["sha256"]), "Cache-Control": "no-cache"}
+    if _matches(request, model["sha256"]):
+        return Response(status_code=304, headers=headers)
+    body = {
+        "model_id": model["model_id"],
+        "model_name": model["model_name"],
+        "model_version": model["model_version"],
+        "sha256": model["sha256"],
+        "size": model["size"],
+        "download_url": f"/api/v1/models/{model['model_id']}/file",
+    }
+    return JSONResponse(body, headers=headers)
+
+
+@router.get(
+    "/models/{model_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "unchanged"}},
+)
+async def get_model_file(
+    model_id: str,
+    request: Request,
+    principal: Principal = Depends(get_principal),
+    context: AppContext = Depends(get_context),
+) -> Any:
+    """The bundle bytes. A device may download only the model published for its hive."""
+    found = await run_in_threadpool(model_file, engine=context.engine, data_dir=context.data_dir, model_id=model_id)
+    if principal.role == "device":
+        assert principal.hive_id is not None
+        current = await run_in_threadpool(model_for_hive, engine=context.engine, hive_id=principal.hive_id)
+        if current is None or current["model_id"] != model_id:
+            raise HTTPException(403, "a device may download only the model published for its hive")
+    if found is None:
+        raise HTTPException(404, f"model {model_id!r} does not exist")
+    path, model = found
+    if not path.is_file():
+        raise HTTPException(410, f"the file of model {model_id!r} is missing from the data folder")
+    headers = {"ETag": _etag(model["sha256"])}
+    if _matches(request, model["sha256"]):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{model['model_name']}-{model['model_version']}.beemodel",
+        headers=headers,
+    )  # fmt: skip

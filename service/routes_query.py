@@ -1,0 +1,178 @@
+"""Read endpoints: hives and their state, history, raw events, alerts (read or admin token); health."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from beeaudio import __version__
+from beeaudio.events import EventError, parse_utc
+from service.auth import Principal, require_reader
+from service.context import AppContext, get_context
+from service.db import hives, read_transaction
+from service.migrate import current_revision
+from service.queries import all_statuses, alert_list, event_page, hive_status, history, parse_cursor
+from service.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
+from service.timeutil import iso_ms, to_ms
+
+router = APIRouter(prefix="/api/v1", tags=["read"])
+
+#: At most this many history buckets per request.
+MAX_HISTORY_BUCKETS = 10_000
+DEFAULT_HISTORY_SECONDS = 24 * 3600
+
+
+def _time_param(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        moment = parse_utc(value)
+    except (EventError, OverflowError) as exc:
+        raise HTTPException(422, f"{name}: {exc}") from exc
+    return to_ms(moment)
+
+
+@router.get("/hives", response_model=list[HiveStatus])
+async def get_hives(
+    _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
+) -> list[dict[str, Any]]:
+    """Every hive with its current state."""
+
+    def _read() -> list[dict[str, Any]]:
+        with read_transaction(context.engine) as conn:
+            return all_statuses(conn, defaults=context.defaults, now_ms=context.clock_ms())
+
+    return await run_in_threadpool(_read)
+
+
+def _status(context: AppContext, hive_id: str) -> dict[str, Any]:
+    with read_transaction(context.engine) as conn:
+        status = hive_status(conn, hive_id=hive_id, defaults=context.defaults, now_ms=context.clock_ms())
+    if status is None:
+        raise HTTPException(404, f"hive {hive_id!r} does not exist")
+    return status
+
+
+@router.get("/hives/{hive_id}", response_model=HiveStatus)
+async def get_hive(
+    hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
+) -> dict[str, Any]:
+    return await run_in_threadpool(_status, context, hive_id)
+
+
+@router.get("/hives/{hive_id}/status", response_model=HiveStatus)
+async def get_status(
+    hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
+) -> dict[str, Any]:
+    """The hive's state: one stored row, plus ``offline`` decided now from when data last arrived."""
+    return await run_in_threadpool(_status, context, hive_id)
+
+
+@router.get("/hives/{hive_id}/history", response_model=HistoryOut)
+async def get_history(
+    hive_id: str,
+    from_: str | None = Query(default=None, alias="from", description="ISO 8601; default: 24 h before `to`"),
+    to: str | None = Query(default=None, description="ISO 8601; default: now"),
+    bucket: int | None = Query(default=None, ge=1, le=366 * 86400, description="seconds per bucket"),
+    _: Principal = Depends(require_reader),
+    context: AppContext = Depends(get_context),
+) -> dict[str, Any]:
+    """Per-bucket label counts, mean probabilities and mean swarm score, aggregated from the rollups.
+
+    ``bucket`` is rounded up to a multiple of the rollup width (``BEEAUDIO_BUCKET_SECONDS``); by default
+    it is chosen so that the range gives at most ~500 buckets."""
+    base = context.settings.bucket_seconds
+    end_ms = _time_param("to", to) or context.clock_ms()
+    start_ms = _time_param("from", from_)
+    if start_ms is None:
+        start_ms = end_ms - DEFAULT_HISTORY_SECONDS * 1000
+    if start_ms >= end_ms:
+        raise HTTPException(422, "from must be before to")
+    span_s = math.ceil((end_ms - start_ms) / 1000)
+    width = bucket if bucket is not None else max(math.ceil(span_s / 500), base)
+    width = math.ceil(width / base) * base
+    if span_s / width > MAX_HISTORY_BUCKETS:
+        raise HTTPException(422, f"{span_s / width:.0f} buckets asked for; at most {MAX_HISTORY_BUCKETS}")
+    # Align to the bucket grid so a bucket's start is the same whatever range is asked for.
+    start_s = (start_ms // 1000) // width * width
+    end_s = math.ceil(end_ms / 1000 / width) * width
+
+    def _read() -> dict[str, Any]:
+        with read_transaction(context.engine) as conn:
+            if conn.execute(sa.select(hives.c.hive_id).where(hives.c.hive_id == hive_id)).first() is None:
+                raise HTTPException(404, f"hive {hive_id!r} does not exist")
+            buckets = history(conn, hive_id=hive_id, start_s=start_s, end_s=end_s, bucket_seconds=width)
+        return {
+            "hive_id": hive_id,
+            "bucket_seconds": width,
+            "start": iso_ms(start_s * 1000),
+            "end": iso_ms(end_s * 1000),
+            "buckets": buckets,
+        }
+
+    return await run_in_threadpool(_read)
+
+
+@router.get("/hives/{hive_id}/events")
+async def get_events(
+    hive_id: str,
+    limit: int = Query(default=100, ge=1, le=1000),
+    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+    _: Principal = Depends(require_reader),
+    context: AppContext = Depends(get_context),
+) -> dict[str, Any]:
+    """Raw events, newest window first, paginated with ``next_cursor``."""
+    position = None
+    if cursor is not None:
+        position = parse_cursor(cursor)
+        if position is None:
+            raise HTTPException(422, "cursor is not one this collector handed out")
+
+    def _read() -> dict[str, Any]:
+        with read_transaction(context.engine) as conn:
+            if conn.execute(sa.select(hives.c.hive_id).where(hives.c.hive_id == hive_id)).first() is None:
+                raise HTTPException(404, f"hive {hive_id!r} does not exist")
+            page, next_cursor = event_page(conn, hive_id=hive_id, limit=limit, cursor=position)
+        return {"hive_id": hive_id, "events": page, "next_cursor": next_cursor}
+
+    return await run_in_threadpool(_read)
+
+
+@router.get("/alerts", response_model=list[AlertOut])
+async def get_alerts(
+    hive_id: str | None = None,
+    since: str | None = Query(default=None, description="ISO 8601; alerts at or after it, oldest first"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    _: Principal = Depends(require_reader),
+    context: AppContext = Depends(get_context),
+) -> list[dict[str, Any]]:
+    """Alerts (swarm_started, swarm_ended, hive_offline, hive_back); without ``since``, the latest ones."""
+    since_ms = _time_param("since", since)
+
+    def _read() -> list[dict[str, Any]]:
+        with read_transaction(context.engine) as conn:
+            return alert_list(conn, hive_id=hive_id, since_ms=since_ms, limit=limit)
+
+    return await run_in_threadpool(_read)
+
+
+@router.get("/health", response_model=HealthOut, responses={503: {"description": "database unreachable"}})
+async def get_health(context: AppContext = Depends(get_context)) -> Any:
+    """Liveness and database reachability (no auth)."""
+
+    def _check() -> str | None:
+        return current_revision(engine=context.engine)
+
+    try:
+        revision = await run_in_threadpool(_check)
+    except Exception as exc:  # any database failure is reported, not raised
+        return JSONResponse(
+            status_code=503,
+            content={"status": "error", "db": f"error: {type(exc).__name__}", "version": __version__},
+        )
+    return {"status": "ok", "db": "ok", "version": __version__, "schema_revision": revision}

@@ -1,0 +1,129 @@
+"""Collector settings, read from ``BEEAUDIO_*`` environment variables (or passed explicitly in tests).
+
+The admin secret is the one setting that can make a deployment unsafe, so :func:`resolve_admin_token`
+refuses an empty or well-known value unless the collector runs in the explicit ``local`` mode, where it
+generates one, keeps it in a file (so a restart keeps the same token) and says where.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+#: Values that are never accepted as an admin secret outside local mode.
+WEAK_SECRETS = frozenset({"", "admin", "changeme", "change-me", "secret", "password", "token", "default"})
+MIN_SECRET_LENGTH = 16
+
+
+class SettingsError(RuntimeError):
+    """The settings would make the collector unsafe or unusable; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the collector. Hive-state defaults apply to hives that do not override them."""
+
+    model_config = SettingsConfigDict(env_prefix="BEEAUDIO_", extra="ignore")
+
+    database_url: str = "sqlite:///beeaudio-collector.db"
+    mode: Literal["production", "local"] = "production"
+    admin_token: SecretStr = SecretStr("")
+    read_token: SecretStr = SecretStr("")
+    #: Where uploaded model bundles (and, in local mode, a generated admin token) are kept.
+    data_dir: Path | None = None
+    #: Comma-separated webhook URLs that receive every alert as JSON.
+    webhooks: str = ""
+
+    # Ingest limits.
+    max_batch_events: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_model_bytes: int = Field(default=64_000_000, ge=1024)
+    #: How far in the future (device clock ahead of ours) a window may start and still be accepted.
+    future_tolerance_seconds: float = Field(default=300.0, ge=0)
+
+    # Rollups: the width of the stored per-device time buckets that history and state are computed from.
+    bucket_seconds: int = Field(default=60, ge=1, le=3600)
+
+    # Hive-state defaults (see docs/collector.md and service.state.StateParams).
+    smoothing_seconds: float = Field(default=300.0, gt=0)
+    enter_swarm: float = Field(default=0.6, ge=0, le=1)
+    exit_swarm: float = Field(default=0.4, ge=0, le=1)
+    confirm_buckets: int = Field(default=2, ge=1)
+    min_events: int = Field(default=10, ge=1)
+    offline_after_seconds: float = Field(default=900.0, gt=0)
+
+    # Background work.
+    sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_seconds: float = Field(default=2.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    background_tasks: bool = True
+
+    def webhook_urls(self) -> list[str]:
+        return [url.strip() for url in self.webhooks.split(",") if url.strip()]
+
+    def resolved_data_dir(self) -> Path:
+        """``data_dir``, or a folder next to the SQLite file, or ``./beeaudio-data``."""
+        if self.data_dir is not None:
+            return Path(self.data_dir)
+        sqlite_file = sqlite_path(self.database_url)
+        if sqlite_file is not None:
+            return sqlite_file.parent / (sqlite_file.name + ".data")
+        return Path("beeaudio-data")
+
+    def admin_token_file(self) -> Path:
+        """Where local mode keeps its generated admin token (next to the SQLite db when there is one)."""
+        sqlite_file = sqlite_path(self.database_url)
+        if sqlite_file is not None:
+            return sqlite_file.parent / (sqlite_file.name + ".admin-token")
+        return self.resolved_data_dir() / "admin-token"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
+    """The admin token to use and whether it was generated now.
+
+    Production refuses weak secrets. Local mode with no token reuses the token file or writes a new one
+    (mode 0600), so the beekeeper's scripts keep working across restarts.
+    """
+    token = settings.admin_token.get_secret_value()
+    weak = token.strip().lower() in WEAK_SECRETS or len(token) < MIN_SECRET_LENGTH
+    if not weak:
+        return token, False
+    if settings.mode != "local":
+        raise SettingsError(
+            "BEEAUDIO_ADMIN_TOKEN is empty, too short (< 16 characters) or a well-known default; "
+            "set a random secret (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') "
+            "or run with BEEAUDIO_MODE=local for a demo"
+        )
+    if token:
+        log.warning("local mode: using a weak admin token; never expose this collector")
+        return token, False
+    path = settings.admin_token_file()
+    if path.is_file():
+        existing = path.read_text(encoding="utf-8").strip()
+        if existing:
+            return existing, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    log.warning("local mode: generated an admin token, written to %s", path)
+    return token, True
