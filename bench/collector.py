@@ -54,13 +54,28 @@ class Server:
     def __init__(self, *, db_url: str, data_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "BEEAUDIO_DATABASE_URL": db_url, "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-               "BEEAUDIO_DATA_DIR": str(data_dir), "BEEAUDIO_MODE": "production"}  # fmt: skip
+        env = {
+            **os.environ,
+            "BEEAUDIO_DATABASE_URL": db_url,
+            "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BEEAUDIO_DATA_DIR": str(data_dir),
+            "BEEAUDIO_MODE": "production",
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "beeaudio.cli", "-q", "collector", "serve", "--port", str(self.port),
-             "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "beeaudio.cli",
+                "-q",
+                "collector",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
             env=env,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -102,8 +117,12 @@ def register(client: httpx.Client, *, hives: int) -> list[dict[str, str]]:
     devices = []
     for i in range(hives):
         hive_id = f"hive-{i:04d}"
-        client.post("/api/v1/hives", json={"name": hive_id, "hive_id": hive_id}, headers=ADMIN).raise_for_status()
-        response = client.post(f"/api/v1/hives/{hive_id}/devices", json={"device_id": f"dev-{i:04d}"}, headers=ADMIN)
+        client.post(
+            "/api/v1/hives", json={"name": hive_id, "hive_id": hive_id}, headers=ADMIN
+        ).raise_for_status()
+        response = client.post(
+            f"/api/v1/hives/{hive_id}/devices", json={"device_id": f"dev-{i:04d}"}, headers=ADMIN
+        )
         response.raise_for_status()
         devices.append(response.json())
     return devices
@@ -116,11 +135,19 @@ def live_batch(device: dict[str, str], *, start: datetime, seq: int, rng: random
         at = start + timedelta(seconds=10 * (seq * 100 + k))
         events.append(
             ClassificationEvent(
-                event_id=f"{device['device_id']}-{seq}-{k}", hive_id=device["hive_id"], device_id=device["device_id"],
-                model_name="bench", model_version="1", window_start=at, window_seconds=2.0,
+                event_id=f"{device['device_id']}-{seq}-{k}",
+                hive_id=device["hive_id"],
+                device_id=device["device_id"],
+                model_name="bench",
+                model_version="1",
+                window_start=at,
+                window_seconds=2.0,
                 probabilities={"normal": round(1 - swarm, 4), "swarm": swarm},
-                label="swarm" if swarm >= 0.5 else "normal", swarm_score=swarm, level_dbfs=-30.0, source_format="wav",
-            )  # fmt: skip
+                label="swarm" if swarm >= 0.5 else "normal",
+                swarm_score=swarm,
+                level_dbfs=-30.0,
+                source_format="wav",
+            )
         )
     return make_batch(device_id=device["device_id"], events=events, batch_id=f"{device['device_id']}-{seq}")
 
@@ -138,8 +165,9 @@ def bench_ingest(*, url: str, devices: list[dict[str, str]], batches: int, clien
     def send(items: list) -> None:
         with httpx.Client(base_url=url, timeout=60) as client:
             for device, body in items:
-                response = client.post("/api/v1/events", json=body,
-                                       headers={"Authorization": f"Bearer {device['token']}"})  # fmt: skip
+                response = client.post(
+                    "/api/v1/events", json=body, headers={"Authorization": f"Bearer {device['token']}"}
+                )
                 response.raise_for_status()
                 assert response.json()["accepted"] == 100
 
@@ -162,7 +190,8 @@ def bench_ingest(*, url: str, devices: list[dict[str, str]], batches: int, clien
 def bulk_load(*, db_url: str, hives: int, events: int) -> float:
     """Insert ``events`` historic events spread over the hives, their rollups, then derive the state."""
     from service.db import events as events_table
-    from service.db import hive_state, hives as hives_table, make_engine, rollup_labels, rollups, write_transaction
+    from service.db import hive_state, make_engine, rollup_labels, rollups, write_transaction
+    from service.db import hives as hives_table
     from service.hive_state import apply_step, hive_params, recompute_steps
     from service.state import StateParams
 
@@ -172,9 +201,21 @@ def bulk_load(*, db_url: str, hives: int, events: int) -> float:
     end = int(datetime.now(UTC).timestamp()) - 3600
     start = end - per_hive * 10
     rng = random.Random(7)
-    columns = ["hive_id", "device_id", "event_id", "model_name", "model_version", "window_start_ms",
-               "window_seconds", "label", "swarm_score", "level_dbfs", "source_format", "probabilities",
-               "received_ms"]  # fmt: skip
+    columns = [
+        "hive_id",
+        "device_id",
+        "event_id",
+        "model_name",
+        "model_version",
+        "window_start_ms",
+        "window_seconds",
+        "label",
+        "swarm_score",
+        "level_dbfs",
+        "source_format",
+        "probabilities",
+        "received_ms",
+    ]
     now_ms = int(time.time() * 1000)
     raw = engine.raw_connection()
     try:
@@ -188,10 +229,27 @@ def bulk_load(*, db_url: str, hives: int, events: int) -> float:
             episode = rng.randrange(per_hive)
             for k in range(per_hive):
                 t = start + 10 * k
-                swarm = round(min(max(rng.gauss(0.85 if episode <= k < episode + 400 else 0.15, 0.1), 0), 1), 4)
+                swarm = round(
+                    min(max(rng.gauss(0.85 if episode <= k < episode + 400 else 0.15, 0.1), 0), 1), 4
+                )
                 label = "swarm" if swarm >= 0.5 else "normal"
-                rows.append((hive_id, device_id, f"h{h}-{k}", "bench", "1", t * 1000, 2.0, label, swarm, -30.0,
-                             "wav", json.dumps({"normal": round(1 - swarm, 4), "swarm": swarm}), now_ms))  # fmt: skip
+                rows.append(
+                    (
+                        hive_id,
+                        device_id,
+                        f"h{h}-{k}",
+                        "bench",
+                        "1",
+                        t * 1000,
+                        2.0,
+                        label,
+                        swarm,
+                        -30.0,
+                        "wav",
+                        json.dumps({"normal": round(1 - swarm, 4), "swarm": swarm}),
+                        now_ms,
+                    )
+                )
                 bucket = t - t % BUCKET
                 total = totals[bucket]
                 total[0] += 1
@@ -206,15 +264,41 @@ def bulk_load(*, db_url: str, hives: int, events: int) -> float:
                     for row in rows:
                         copy.write_row(row)
             else:
+                # The engine's SQLite connections run in autocommit mode (the engine issues BEGIN itself):
+                # without an explicit transaction every row would be its own fsynced commit.
                 marks = ", ".join("?" for _ in columns)
+                cursor.execute("BEGIN")
                 cursor.executemany(f"INSERT INTO events ({', '.join(columns)}) VALUES ({marks})", rows)
+                cursor.execute("COMMIT")
             with write_transaction(engine) as conn:
-                conn.execute(sa.insert(rollups), [
-                    {"hive_id": hive_id, "device_id": device_id, "bucket_start": b, "n": int(n), "swarm_sum": s,
-                     "level_sum": lv} for b, (n, s, lv) in totals.items()])  # fmt: skip
-                conn.execute(sa.insert(rollup_labels), [
-                    {"hive_id": hive_id, "device_id": device_id, "bucket_start": b, "label": name, "n_top": int(n),
-                     "prob_sum": p} for (b, name), (n, p) in labels.items()])  # fmt: skip
+                conn.execute(
+                    sa.insert(rollups),
+                    [
+                        {
+                            "hive_id": hive_id,
+                            "device_id": device_id,
+                            "bucket_start": b,
+                            "n": int(n),
+                            "swarm_sum": s,
+                            "level_sum": lv,
+                        }
+                        for b, (n, s, lv) in totals.items()
+                    ],
+                )
+                conn.execute(
+                    sa.insert(rollup_labels),
+                    [
+                        {
+                            "hive_id": hive_id,
+                            "device_id": device_id,
+                            "bucket_start": b,
+                            "label": name,
+                            "n_top": int(n),
+                            "prob_sum": p,
+                        }
+                        for (b, name), (n, p) in labels.items()
+                    ],
+                )
             raw.commit()
         raw.commit()
     finally:
@@ -225,16 +309,29 @@ def bulk_load(*, db_url: str, hives: int, events: int) -> float:
         hive_id = f"hive-{h:04d}"
         with write_transaction(engine) as conn:
             current = conn.execute(
-                sa.select(hive_state, hives_table.c.params).join(hives_table, hives_table.c.hive_id == hive_state.c.hive_id)
+                sa.select(hive_state, hives_table.c.params)
+                .join(hives_table, hives_table.c.hive_id == hive_state.c.hive_id)
                 .where(hive_state.c.hive_id == hive_id)
-            ).one()  # fmt: skip
+            ).one()
             params = hive_params(defaults=defaults, overrides=current.params)
             first, last = start - start % BUCKET, (end - 10) - (end - 10) % BUCKET
-            step = recompute_steps(conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params)
-            values = apply_step(conn, hive_id=hive_id, step=step, previous_state=current.state, params=params,
-                                webhook_urls=[], now_ms=now_ms)  # fmt: skip
-            conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(
-                last_seen_ms=now_ms, last_event_ms=(end - 10) * 1000, model_version="1", **values))  # fmt: skip
+            step = recompute_steps(
+                conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params
+            )
+            values = apply_step(
+                conn,
+                hive_id=hive_id,
+                step=step,
+                previous_state=current.state,
+                params=params,
+                webhook_urls=[],
+                now_ms=now_ms,
+            )
+            conn.execute(
+                sa.update(hive_state)
+                .where(hive_state.c.hive_id == hive_id)
+                .values(last_seen_ms=now_ms, last_event_ms=(end - 10) * 1000, model_version="1", **values)
+            )
     with engine.connect() as conn:
         stored = conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one()
     engine.dispose()
@@ -274,8 +371,11 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             devices = register(client, hives=args.hives)
         rates = bench_ingest(url=server.url, devices=devices, batches=args.batches, clients=args.clients)
-        print(f"ingest, batches of 100: {rates['sequential']:,.0f} events/s (1 client), "
-              f"{rates['concurrent']:,.0f} events/s ({args.clients} clients)", flush=True)  # fmt: skip
+        print(
+            f"ingest, batches of 100: {rates['sequential']:,.0f} events/s (1 client), "
+            f"{rates['concurrent']:,.0f} events/s ({args.clients} clients)",
+            flush=True,
+        )
     finally:
         server.stop()
         drop()
@@ -289,16 +389,21 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> None:
             seconds = bulk_load(db_url=db_url, hives=args.hives, events=total)
             server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
             lat = bench_status(url=server.url, hives=args.hives, requests=args.requests)
-            print(f"status with {total:,} events in {args.hives} hives (loaded in {seconds:.0f} s): "
-                  f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; GET /hives (all {args.hives}) "
-                  f"{lat['list_all_ms']:.1f} ms", flush=True)  # fmt: skip
+            print(
+                f"status with {total:,} events in {args.hives} hives (loaded in {seconds:.0f} s): "
+                f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms; GET /hives (all {args.hives}) "
+                f"{lat['list_all_ms']:.1f} ms",
+                flush=True,
+            )
         finally:
             server.stop()
             drop()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--hives", type=int, default=200)
     parser.add_argument("--events", type=int, default=2_000_000)
@@ -306,8 +411,10 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=2000, help="status requests per measurement")
     args = parser.parse_args()
-    print(f"collector bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          "real uvicorn on 127.0.0.1, httpx client in this process")  # fmt: skip
+    print(
+        f"collector bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        "real uvicorn on 127.0.0.1, httpx client in this process"
+    )
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     with tempfile.TemporaryDirectory(prefix="beeaudio-bench-") as tmp:
         for kind in kinds:

@@ -19,6 +19,7 @@ import logging
 import shutil
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -162,6 +163,8 @@ class Agent:
         self.backlog_files = 0
         self.uplink: Any = None
         self.recorder: sources.RecorderSupervisor | None = None
+        # Recordings handled in this run, by (path, size, mtime): a kept file is not hashed again every poll.
+        self._handled: set[tuple[Path, int, int]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def request_stop(self, *_args: object) -> None:
@@ -281,15 +284,37 @@ class Agent:
             found: list[Path] = []
             for path in self.inputs or [src.path]:  # type: ignore[list-item]
                 found.extend(sources.input_files(path=Path(path), patterns=src.patterns))
-            return found
-        if self.once:
-            # One-shot over a spool: everything present is the backlog (writers rename when done).
-            files = sources.spool_files(folder=self.config.spool_dir, patterns=src.patterns)
-        else:
-            files = sources.finished_files(
-                folder=self.config.spool_dir, patterns=src.patterns, settle_seconds=src.settle_seconds
-            )
-        return files
+            return [path for path in found if self._key(path) not in self._handled]
+        files = sources.finished_files(
+            folder=self.config.spool_dir,
+            patterns=src.patterns,
+            settle_seconds=src.settle_seconds,
+            trust_wav_header=self.once,
+        )
+        return [path for path in files if self._key(path) not in self._handled]
+
+    @staticmethod
+    def _key(path: Path) -> tuple[Path, int, int]:
+        try:
+            stat = path.stat()
+        except OSError:
+            return (path, -1, -1)
+        return (path, stat.st_size, stat.st_mtime_ns)
+
+    def _backlog_done(self) -> bool:
+        """``once``: every recording present has been handled (none left unfinished to wait for)."""
+        if self.kind == "files":
+            return True
+        present = sources.spool_files(folder=self.config.spool_dir, patterns=self.config.source.patterns)
+        return all(self._key(path) in self._handled for path in present)
+
+    def _quarantine(self, path: Path, *, reason: str) -> None:
+        if self.kind == "files":  # one-shot inputs are the user's files: never moved
+            return
+        try:
+            sources.quarantine_file(path=path, folder=self.config.quarantine_dir, reason=reason)
+        except OSError as exc:
+            log.error("cannot move %s to quarantine: %s", path, exc)
 
     def _finish(self, path: Path) -> None:
         """After the commit: delete or archive the recording (never for one-shot file inputs)."""
@@ -304,13 +329,24 @@ class Agent:
 
     def process_file(self, path: Path) -> str:
         """Analyse one recording; returns "done", "skipped", "quarantined" or "stopped"."""
+        key = self._key(path)
+        outcome = self._process(path)
+        if outcome != "stopped":
+            self._handled.add(key)
+        return outcome
+
+    def _process(self, path: Path) -> str:
         assert self.outbox is not None and self.classifier is not None
         try:
             source_id = sources.source_id_of(path)
         except OSError as exc:  # vanished between listing and reading
             log.warning("skipping %s: %s", path, exc)
             return "skipped"
-        if self.outbox.file_status(source_id) is not None:
+        status = self.outbox.file_status(source_id)
+        if status == "quarantined":  # its move failed last time: try again, never delete it
+            self._quarantine(path, reason="analysed before and refused (see the log)")
+            return "skipped"
+        if status is not None:
             self._finish(path)  # committed before a crash or a stop; only the clean-up was missing
             return "skipped"
         src = self.config.source
@@ -329,12 +365,8 @@ class Agent:
         except Exception as exc:  # one bad recording must never stop the device
             reason = str(exc) if isinstance(exc, audio_io.AudioError) else f"{type(exc).__name__}: {exc}"
             log.warning("quarantining %s: %s", path, reason)
-            if self.kind != "files":
-                try:
-                    sources.quarantine_file(path=path, folder=self.config.quarantine_dir, reason=reason)
-                except OSError as move_error:
-                    log.error("cannot move %s to quarantine: %s", path, move_error)
             self.outbox.mark_file(source_id=source_id, path=str(path), status="quarantined")
+            self._quarantine(path, reason=reason)
             return "quarantined"
         if events is None:
             return "stopped"
@@ -385,11 +417,18 @@ class Agent:
                 for path in files:
                     if self.stop_event.is_set():
                         break
-                    self.process_file(path)
+                    try:
+                        self.process_file(path)
+                    except sqlite3.Error as exc:  # disk full, card failing: keep the file, try later
+                        log.error("outbox write failed, %s stays in the spool: %s", path.name, exc)
+                        self.stop_event.wait(30)
+                        break
                     self.backlog_files = max(0, self.backlog_files - 1)
                     self._load_model()
-                if self.once and (self.kind == "files" or not self._pending_files()):
+                if self.once and self._backlog_done():
                     break
+                if len(self._handled) > 10_000:  # forget files that are gone (deleted or archived)
+                    self._handled = {key for key in self._handled if key[0].exists()}
                 self.stop_event.wait(cfg.source.poll_seconds)
             if self.once and not self.stop_event.is_set() and not self._drain(timeout_s=drain_timeout_s):
                 assert self.outbox is not None

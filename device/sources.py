@@ -19,6 +19,9 @@ is only finalised when arecord closes it, which is why the rules above matter.
 the spool folder, restarts it with backoff when it exits, and stops it with the agent. It runs with
 ``TZ=UTC`` so ``--use-strftime`` names are UTC times.
 
+A one-shot run (``run --once``) applies the same rules, and also takes the newest file at once when it is a
+WAV whose header announces exactly its size (closed by its writer); otherwise it waits for it to settle.
+
 **Files.** One file or a folder (recursively) for one-shot runs; nothing is moved or deleted.
 
 A window's start time in UTC is the recording's start (from its name, parsed with the configured strftime
@@ -71,10 +74,32 @@ def spool_files(*, folder: Path, patterns: Sequence[str]) -> list[Path]:
     return [path for _, _, path in _candidates(folder, patterns)]
 
 
+def wav_is_complete(path: Path) -> bool:
+    """A WAV whose RIFF header announces exactly the file's size: its writer has closed it (arecord writes
+    the final sizes when it closes a file; while recording, the header announces the planned length)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    return int.from_bytes(head[4:8], "little") + 8 == size
+
+
 def finished_files(
-    *, folder: Path, patterns: Sequence[str], settle_seconds: float, now: float | None = None
+    *,
+    folder: Path,
+    patterns: Sequence[str],
+    settle_seconds: float,
+    now: float | None = None,
+    trust_wav_header: bool = False,
 ) -> list[Path]:
-    """The spool folder's finished recordings, oldest first (see the module docstring for the rules)."""
+    """The spool folder's finished recordings, oldest first (see the module docstring for the rules).
+
+    ``trust_wav_header``: also take the newest file at once if it is a WAV whose header matches its size
+    (one-shot runs over a backlog). Not by default: some writers keep the header current while writing."""
     if not folder.is_dir():
         return []
     now = time.time() if now is None else now
@@ -83,7 +108,7 @@ def finished_files(
     for i, (mtime, _, path) in enumerate(found):
         newer_exists = i < len(found) - 1
         settled = now - mtime >= settle_seconds
-        if newer_exists or settled:
+        if newer_exists or settled or (trust_wav_header and wav_is_complete(path)):
             finished.append(path)
     return finished
 

@@ -23,7 +23,12 @@ from service.timeutil import iso_ms
 
 log = logging.getLogger(__name__)
 
-SWARM_STARTED, SWARM_ENDED, HIVE_OFFLINE, HIVE_BACK = "swarm_started", "swarm_ended", "hive_offline", "hive_back"
+SWARM_STARTED, SWARM_ENDED, HIVE_OFFLINE, HIVE_BACK = (
+    "swarm_started",
+    "swarm_ended",
+    "hive_offline",
+    "hive_back",
+)
 ALERT_KINDS = (SWARM_STARTED, SWARM_ENDED, HIVE_OFFLINE, HIVE_BACK)
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -137,7 +142,9 @@ class WebhookWorker:
                     .values(next_attempt_ms=lease)
                 )
                 if result.rowcount == 1:
-                    claimed.append(_Due(id=row.id, url=row.url, attempts=row.attempts, payload=alert_json(row)))
+                    claimed.append(
+                        _Due(id=row.id, url=row.url, attempts=row.attempts, payload=alert_json(row))
+                    )
         return claimed
 
     def _finish(self, *, due: _Due, error: str | None) -> None:
@@ -152,14 +159,18 @@ class WebhookWorker:
             next_ms = now + self._policy.delay_ms(attempts=attempts)
             values = {"attempts": attempts, "last_error": error[:1000], "next_attempt_ms": next_ms}
         with write_transaction(self._engine) as conn:
-            conn.execute(sa.update(webhook_deliveries).where(webhook_deliveries.c.id == due.id).values(**values))
+            conn.execute(
+                sa.update(webhook_deliveries).where(webhook_deliveries.c.id == due.id).values(**values)
+            )
 
     async def run_once(self, *, limit: int = 20) -> int:
         """Try every due delivery once; returns how many were attempted."""
         due = await asyncio.to_thread(self._claim_due, limit=limit)
         if not due:
             return 0
-        async with httpx.AsyncClient(timeout=self._policy.timeout_seconds, transport=self._transport) as client:
+        async with httpx.AsyncClient(
+            timeout=self._policy.timeout_seconds, transport=self._transport
+        ) as client:
             for item in due:
                 error: str | None = None
                 try:

@@ -79,7 +79,9 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
-        response = JSONResponse(status_code=413, content={"detail": f"request body larger than {limit} bytes"})
+        response = JSONResponse(
+            status_code=413, content={"detail": f"request body larger than {limit} bytes"}
+        )
         await response({"type": "http"}, _no_receive, send)
 
 
@@ -98,7 +100,11 @@ def _validation_detail(exc: RequestValidationError) -> str:
 def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # The raw errors may hold the offending input (bytes, NaN ...) which JSON cannot always carry.
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()[:50]
     ]
 
@@ -147,7 +153,10 @@ async def _sweep_loop(context: AppContext) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, clock_ms: Callable[[], int] | None = None, run_migrations: bool = True
+    settings: Settings | None = None,
+    *,
+    clock_ms: Callable[[], int] | None = None,
+    run_migrations: bool = True,
 ) -> FastAPI:
     """A collector app. Migrates the database to the latest schema unless ``run_migrations`` is False."""
     settings = settings or Settings()
@@ -191,7 +200,9 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": _validation_detail(exc), "errors": _clean_errors(exc)})
+        return JSONResponse(
+            status_code=422, content={"detail": _validation_detail(exc), "errors": _clean_errors(exc)}
+        )
 
     from service import routes_admin, routes_ingest, routes_models, routes_query
 

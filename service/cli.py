@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _db_option(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--local", action="store_true", help="local/demo mode: generate an admin token if unset")
+    serve.add_argument(
+        "--local", action="store_true", help="local/demo mode: generate an admin token if unset"
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
@@ -35,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _db_option(add_hive)
     add_hive.add_argument("--name", required=True)
     add_hive.add_argument("--hive-id", default=None)
-    add_hive.add_argument("--params", default=None, help='state-parameter overrides as JSON, e.g. {"enter_swarm": 0.7}')
+    add_hive.add_argument(
+        "--params", default=None, help='state-parameter overrides as JSON, e.g. {"enter_swarm": 0.7}'
+    )
     add_hive.set_defaults(func=_add_hive)
 
     add_device = sub.add_parser("add-device", help="register a device of a hive; prints its token once")
@@ -56,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=argparse.SUPPRESS, help="database URL (overrides BEEAUDIO_DATABASE_URL)")
+    parser.add_argument(
+        "--db", default=argparse.SUPPRESS, help="database URL (overrides BEEAUDIO_DATABASE_URL)"
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -133,7 +139,9 @@ def _add_hive(args: argparse.Namespace) -> int:
 
     try:
         params = json.loads(args.params) if args.params else None
-        status = create_hive(context=_context(args), name=args.name, hive_id=args.hive_id, state_params=params)
+        status = create_hive(
+            context=_context(args), name=args.name, hive_id=args.hive_id, state_params=params
+        )
     except (HTTPException, json.JSONDecodeError) as exc:
         return _fail(exc)
     print(status["hive_id"])
@@ -179,6 +187,7 @@ def _list_hives(args: argparse.Namespace) -> int:
         print(json.dumps(statuses, indent=2))
         return 0
     for status in statuses:
-        print(f"{status['hive_id']:<24} {status['state']:<8} {status['last_seen'] or '-':<26} {status['name']}")
+        print(
+            f"{status['hive_id']:<24} {status['state']:<8} {status['last_seen'] or '-':<26} {status['name']}"
+        )
     return 0
-

@@ -72,11 +72,14 @@ def _same(a: Step, b: Step) -> bool:
     scores_equal = (a.score is None and b.score is None) or (
         a.score is not None and b.score is not None and abs(a.score - b.score) <= 1e-9
     )
-    return (
-        scores_equal
-        and (a.bucket_start, a.n_window, a.state, a.pending, a.since_ms, a.pending_since_ms)
-        == (b.bucket_start, b.n_window, b.state, b.pending, b.since_ms, b.pending_since_ms)
-    )
+    return scores_equal and (
+        a.bucket_start,
+        a.n_window,
+        a.state,
+        a.pending,
+        a.since_ms,
+        a.pending_since_ms,
+    ) == (b.bucket_start, b.n_window, b.state, b.pending, b.since_ms, b.pending_since_ms)
 
 
 def _buckets(conn: Connection, *, hive_id: str, start: int) -> Iterator[tuple[int, int, float]]:
@@ -168,7 +171,9 @@ def recompute_steps(
             s_sum -= old_sum
         if bucket < first_bucket:
             continue
-        step = next_step(previous=previous, bucket_start=bucket, n_window=n_sum, swarm_sum=s_sum, params=params)
+        step = next_step(
+            previous=previous, bucket_start=bucket, n_window=n_sum, swarm_sum=s_sum, params=params
+        )
         if bucket > stored_until:
             stored_until = bucket + CHUNK * 60
             stored = _stored_steps(conn, hive_id=hive_id, start=bucket, stop=stored_until)

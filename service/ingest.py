@@ -14,8 +14,17 @@ from sqlalchemy.engine import Engine
 
 from beeaudio.events import BATCH_SCHEMA, ClassificationEvent, EventError
 from service.alerts import HIVE_BACK, record_alert
-from service.db import devices, events, hive_state, hives, insert_for, lock_clause, rollup_labels, rollups
-from service.db import write_transaction
+from service.db import (
+    devices,
+    events,
+    hive_state,
+    hives,
+    insert_for,
+    lock_clause,
+    rollup_labels,
+    rollups,
+    write_transaction,
+)
 from service.hive_state import apply_step, hive_params, recompute_steps
 from service.state import StateParams
 from service.timeutil import iso_ms, to_ms
@@ -68,14 +77,18 @@ def parse_batch(
     if not isinstance(body, dict):
         raise IngestError(422, "the body must be a JSON object (a beeaudio.batch/1)")
     if body.get("schema") != BATCH_SCHEMA:
-        raise IngestError(422, f"unknown batch schema {body.get('schema')!r}; this collector knows {BATCH_SCHEMA!r}")
+        raise IngestError(
+            422, f"unknown batch schema {body.get('schema')!r}; this collector knows {BATCH_SCHEMA!r}"
+        )
     if _has_nul(body):
         raise IngestError(422, "strings must not contain NUL characters")
     batch_id = body.get("batch_id")
     if not isinstance(batch_id, str) or not 1 <= len(batch_id) <= 128:
         raise IngestError(422, "batch_id must be a string of 1..128 characters")
     if body.get("device_id") != device.device_id:
-        raise IngestError(403, f"this token belongs to device {device.device_id!r}, not {body.get('device_id')!r}")
+        raise IngestError(
+            403, f"this token belongs to device {device.device_id!r}, not {body.get('device_id')!r}"
+        )
     raw_events = body.get("events")
     if not isinstance(raw_events, list):
         raise IngestError(422, "events must be a list")
@@ -105,7 +118,9 @@ def parse_batch(
             )
         if start_ms < EARLIEST_MS:
             raise IngestError(
-                422, f"events[{index}]: window_start {iso_ms(start_ms)} is before 2000; the device clock is not set"
+                422,
+                f"events[{index}]: window_start {iso_ms(start_ms)} is before 2000; "
+                "the device clock is not set",
             )
         parsed.append(event)
     return batch_id, parsed
@@ -123,7 +138,9 @@ def _check_sizes(*, index: int, event: ClassificationEvent) -> None:
         if not label or len(label) > 100:
             raise IngestError(422, f"events[{index}]: label names must be 1..100 characters")
     if event.window_seconds > 3600:
-        raise IngestError(422, f"events[{index}]: window_seconds {event.window_seconds} is longer than an hour")
+        raise IngestError(
+            422, f"events[{index}]: window_seconds {event.window_seconds} is longer than an hour"
+        )
 
 
 def _bucket(moment: datetime, *, bucket_seconds: int) -> int:
@@ -148,7 +165,9 @@ def store_batch(
         unique.setdefault(event.event_id, event)
     with write_transaction(engine) as conn:
         insert = insert_for(conn)
-        state_query = sa.select(hive_state, hives.c.params).join(hives, hives.c.hive_id == hive_state.c.hive_id)
+        state_query = sa.select(hive_state, hives.c.params).join(
+            hives, hives.c.hive_id == hive_state.c.hive_id
+        )
         state_query = state_query.where(hive_state.c.hive_id == device.hive_id)
         if lock_clause(conn):
             # One writer per hive at a time: rollups and steps of a hive change only under this lock.
@@ -177,12 +196,23 @@ def store_batch(
                 }
                 for e in unique.values()
             ]
-            stmt = (
-                insert(events)
-                .on_conflict_do_nothing(index_elements=[events.c.device_id, events.c.event_id])
-                .returning(events.c.event_id)
+            # Under the hive lock no other transaction can insert this device's events, so the ids that
+            # are not stored yet are exactly the ones this insert adds. (A RETURNING over a multi-row
+            # insert would say the same, but costs PostgreSQL drivers far more per batch.)
+            stored = set(
+                conn.execute(
+                    sa.select(events.c.event_id).where(
+                        events.c.device_id == device.device_id, events.c.event_id.in_(list(unique))
+                    )
+                ).scalars()
             )
-            inserted = {row[0] for row in conn.execute(stmt, rows)}
+            rows = [row for row in rows if row["event_id"] not in stored]
+            if rows:
+                stmt = insert(events).on_conflict_do_nothing(
+                    index_elements=[events.c.device_id, events.c.event_id]
+                )
+                conn.execute(stmt, rows)
+            inserted = {row["event_id"] for row in rows}
         new_events = [e for e in unique.values() if e.event_id in inserted]
         params = hive_params(defaults=defaults, overrides=current.params)
         values: dict[str, Any] = {"last_seen_ms": now_ms, "updated_ms": now_ms}
@@ -194,7 +224,11 @@ def store_batch(
                 values["last_event_ms"] = latest_ms
                 values["model_version"] = latest.model_version
             step = recompute_steps(
-                conn, hive_id=device.hive_id, first_bucket=min(touched), last_touched=max(touched), params=params
+                conn,
+                hive_id=device.hive_id,
+                first_bucket=min(touched),
+                last_touched=max(touched),
+                params=params,
             )
             if step is not None:
                 values.update(
@@ -220,10 +254,17 @@ def store_batch(
                 now_ms=now_ms,
             )
         conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == device.hive_id).values(**values))
-        conn.execute(sa.update(devices).where(devices.c.device_id == device.device_id).values(last_seen_ms=now_ms))
+        conn.execute(
+            sa.update(devices).where(devices.c.device_id == device.device_id).values(last_seen_ms=now_ms)
+        )
     result = IngestResult(batch_id=batch_id, accepted=len(inserted), duplicates=len(batch) - len(inserted))
-    log.debug("batch %s from %s: %d new, %d duplicates", batch_id, device.device_id, result.accepted,
-              result.duplicates)  # fmt: skip
+    log.debug(
+        "batch %s from %s: %d new, %d duplicates",
+        batch_id,
+        device.device_id,
+        result.accepted,
+        result.duplicates,
+    )
     return result
 
 

@@ -1,4 +1,8 @@
-"""Run the collector's Alembic migrations from code, so they work from an installed package (no alembic.ini)."""
+"""Run the collector's Alembic migrations from code, so they work from an installed package.
+
+There is no alembic.ini: the script location is the ``service.migrations`` package and the connection is
+handed to ``env.py`` through ``config.attributes``.
+"""
 
 from __future__ import annotations
 

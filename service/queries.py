@@ -55,7 +55,9 @@ def status_json(row: Any, *, defaults: StateParams, now_ms: int) -> dict[str, An
     }
 
 
-def hive_status(conn: Connection, *, hive_id: str, defaults: StateParams, now_ms: int) -> dict[str, Any] | None:
+def hive_status(
+    conn: Connection, *, hive_id: str, defaults: StateParams, now_ms: int
+) -> dict[str, Any] | None:
     row = conn.execute(
         sa.select(*_STATUS_COLUMNS)
         .join(hive_state, hive_state.c.hive_id == hives.c.hive_id)
@@ -85,14 +87,20 @@ def history(
     key = (rollups.c.bucket_start // width).label("k")
     totals = conn.execute(
         sa.select(key, sa.func.sum(rollups.c.n), sa.func.sum(rollups.c.swarm_sum))
-        .where(rollups.c.hive_id == hive_id, rollups.c.bucket_start >= start_s, rollups.c.bucket_start < end_s)
+        .where(
+            rollups.c.hive_id == hive_id, rollups.c.bucket_start >= start_s, rollups.c.bucket_start < end_s
+        )
         .group_by(key)
         .order_by(key)
     ).all()
     label_key = (rollup_labels.c.bucket_start // width).label("k")
     label_rows = conn.execute(
-        sa.select(label_key, rollup_labels.c.label, sa.func.sum(rollup_labels.c.n_top),
-                  sa.func.sum(rollup_labels.c.prob_sum))  # fmt: skip
+        sa.select(
+            label_key,
+            rollup_labels.c.label,
+            sa.func.sum(rollup_labels.c.n_top),
+            sa.func.sum(rollup_labels.c.prob_sum),
+        )
         .where(
             rollup_labels.c.hive_id == hive_id,
             rollup_labels.c.bucket_start >= start_s,
@@ -175,7 +183,7 @@ def event_page(
 def alert_list(
     conn: Connection, *, hive_id: str | None, since_ms: int | None, limit: int
 ) -> list[dict[str, Any]]:
-    """Alerts at or after ``since`` (oldest first) or, without ``since``, the latest ``limit`` (oldest first)."""
+    """Alerts at or after ``since``, or without ``since`` the latest ``limit``; oldest first either way."""
     query = sa.select(alerts)
     if hive_id is not None:
         query = query.where(alerts.c.hive_id == hive_id)

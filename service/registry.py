@@ -17,8 +17,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from service.db import ALL_HIVES, devices, hives, insert_for, model_publications, models, read_transaction
-from service.db import write_transaction
+from service.db import (
+    ALL_HIVES,
+    devices,
+    hives,
+    insert_for,
+    model_publications,
+    models,
+    read_transaction,
+    write_transaction,
+)
 from service.timeutil import iso_ms
 
 log = logging.getLogger(__name__)
@@ -66,7 +74,12 @@ def store_upload(*, engine: Engine, data_dir: Path, content: bytes, now_ms: int)
             bundle = read_bundle(tmp)
         except BundleError as exc:
             # The temporary name means nothing to the user: say what is wrong with their file.
-            raise RegistryError(422, f"not a valid model bundle: {str(exc).replace(str(tmp) + ': ', '')}") from exc
+            reason = str(exc).replace(str(tmp) + ": ", "")
+            raise RegistryError(422, f"not a valid model bundle: {reason}") from exc
+        except Exception as exc:
+            # zipfile raises more than BundleError wraps (encrypted members, unknown compression ...):
+            # whatever an uploaded file does, it is the file that is wrong, not the server.
+            raise RegistryError(422, f"not a valid model bundle: {type(exc).__name__}: {exc}") from exc
         digest = hashlib.sha256(content).hexdigest()
         model_id = digest[:16]
         final = folder / f"{model_id}.beemodel"

@@ -12,8 +12,16 @@ from sqlalchemy.exc import IntegrityError
 
 from service.auth import Principal, new_device_token, require_admin, require_reader, token_digest
 from service.context import AppContext, get_context
-from service.db import devices, hive_state, hive_steps, hives, lock_clause, read_transaction, rollups
-from service.db import write_transaction
+from service.db import (
+    devices,
+    hive_state,
+    hive_steps,
+    hives,
+    lock_clause,
+    read_transaction,
+    rollups,
+    write_transaction,
+)
 from service.hive_state import apply_step, new_state_row, recompute_steps
 from service.queries import hive_status
 from service.schemas import DeviceIn, DeviceOut, HiveIn, HiveStatus, ParamsIn
@@ -146,7 +154,9 @@ def _replace_params(
             )
         ).one()
         if first is not None:
-            step = recompute_steps(conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params)
+            step = recompute_steps(
+                conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params
+            )
             if step is not None:
                 values = apply_step(
                     conn,
@@ -158,7 +168,9 @@ def _replace_params(
                     now_ms=now_ms,
                 )
                 conn.execute(
-                    sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(updated_ms=now_ms, **values)
+                    sa.update(hive_state)
+                    .where(hive_state.c.hive_id == hive_id)
+                    .values(updated_ms=now_ms, **values)
                 )
         status = hive_status(conn, hive_id=hive_id, defaults=context.defaults, now_ms=now_ms)
     assert status is not None

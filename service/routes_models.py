@@ -10,8 +10,15 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from service.auth import Principal, get_principal, require_admin, require_own_device, require_reader
 from service.context import AppContext, get_context
-from service.registry import RegistryError, device_hive, list_models, model_file, model_for_hive, publish
-from service.registry import store_upload
+from service.registry import (
+    RegistryError,
+    device_hive,
+    list_models,
+    model_file,
+    model_for_hive,
+    publish,
+    store_upload,
+)
 from service.schemas import DeviceModelOut, ModelOut, PublishIn
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
@@ -59,7 +66,11 @@ async def post_model(
         content = await request.body()
     try:
         return await run_in_threadpool(
-            store_upload, engine=context.engine, data_dir=context.data_dir, content=content, now_ms=context.clock_ms()
+            store_upload,
+            engine=context.engine,
+            data_dir=context.data_dir,
+            content=content,
+            now_ms=context.clock_ms(),
         )
     except RegistryError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
@@ -91,7 +102,10 @@ async def post_publish(
 @router.get(
     "/devices/{device_id}/model",
     response_model=DeviceModelOut,
-    responses={204: {"description": "nothing published for this device's hive"}, 304: {"description": "unchanged"}},
+    responses={
+        204: {"description": "nothing published for this device's hive"},
+        304: {"description": "unchanged"},
+    },
 )
 async def get_device_model(
     device_id: str,
@@ -133,7 +147,9 @@ async def get_model_file(
     context: AppContext = Depends(get_context),
 ) -> Any:
     """The bundle bytes. A device may download only the model published for its hive."""
-    found = await run_in_threadpool(model_file, engine=context.engine, data_dir=context.data_dir, model_id=model_id)
+    found = await run_in_threadpool(
+        model_file, engine=context.engine, data_dir=context.data_dir, model_id=model_id
+    )
     if principal.role == "device":
         assert principal.hive_id is not None
         current = await run_in_threadpool(model_for_hive, engine=context.engine, hive_id=principal.hive_id)
@@ -148,6 +164,8 @@ async def get_model_file(
     if _matches(request, model["sha256"]):
         return Response(status_code=304, headers=headers)
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"{model['model_name']}-{model['model_version']}.beemodel",
+        path,
+        media_type="application/octet-stream",
+        filename=f"{model['model_name']}-{model['model_version']}.beemodel",
         headers=headers,
-    )  # fmt: skip
+    )

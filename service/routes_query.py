@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,12 +17,14 @@ from service.auth import Principal, require_reader
 from service.context import AppContext, get_context
 from service.db import hives, read_transaction
 from service.migrate import current_revision
-from service.queries import all_statuses, alert_list, event_page, hive_status, history, parse_cursor
+from service.queries import alert_list, all_statuses, event_page, history, hive_status, parse_cursor
 from service.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
 from service.timeutil import iso_ms, to_ms
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 #: At most this many history buckets per request.
 MAX_HISTORY_BUCKETS = 10_000
 DEFAULT_HISTORY_SECONDS = 24 * 3600
@@ -34,6 +37,8 @@ def _time_param(name: str, value: str | None) -> int | None:
         moment = parse_utc(value)
     except (EventError, OverflowError) as exc:
         raise HTTPException(422, f"{name}: {exc}") from exc
+    if not EARLIEST <= moment <= LATEST:
+        raise HTTPException(422, f"{name}: {value!r} is outside the years 2000..2199")
     return to_ms(moment)
 
 
@@ -87,7 +92,9 @@ async def get_history(
     ``bucket`` is rounded up to a multiple of the rollup width (``BEEAUDIO_BUCKET_SECONDS``); by default
     it is chosen so that the range gives at most ~500 buckets."""
     base = context.settings.bucket_seconds
-    end_ms = _time_param("to", to) or context.clock_ms()
+    end_ms = _time_param("to", to)
+    if end_ms is None:
+        end_ms = context.clock_ms()
     start_ms = _time_param("from", from_)
     if start_ms is None:
         start_ms = end_ms - DEFAULT_HISTORY_SECONDS * 1000

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 UNKNOWN, NORMAL, SWARM, OFFLINE = "unknown", "normal", "swarm", "offline"
+MAX_SMOOTHING_SECONDS = 7 * 86400
+MAX_OFFLINE_SECONDS = 366 * 86400
 
 
 class ParamsError(ValueError):
@@ -42,19 +44,20 @@ class StateParams:
     offline_after_seconds: float = 900.0
 
     def check(self) -> None:
-        if not self.smoothing_seconds > 0:
-            raise ParamsError("smoothing_seconds must be > 0")
+        # Upper bounds keep every derived time inside 64-bit milliseconds and the walks bounded.
+        if not 0 < self.smoothing_seconds <= MAX_SMOOTHING_SECONDS:
+            raise ParamsError(f"smoothing_seconds must be in (0, {MAX_SMOOTHING_SECONDS}]")
         if not 0.0 <= self.exit_swarm < self.enter_swarm <= 1.0:
             raise ParamsError(
                 f"need 0 <= exit_swarm < enter_swarm <= 1 (hysteresis), got exit_swarm={self.exit_swarm} "
                 f"enter_swarm={self.enter_swarm}"
             )
-        if self.confirm_buckets < 1:
-            raise ParamsError("confirm_buckets must be >= 1")
-        if self.min_events < 1:
-            raise ParamsError("min_events must be >= 1")
-        if not self.offline_after_seconds > 0:
-            raise ParamsError("offline_after_seconds must be > 0")
+        if not 1 <= self.confirm_buckets <= 1000:
+            raise ParamsError("confirm_buckets must be in 1..1000")
+        if not 1 <= self.min_events <= 1_000_000:
+            raise ParamsError("min_events must be in 1..1000000")
+        if not 0 < self.offline_after_seconds <= MAX_OFFLINE_SECONDS:
+            raise ParamsError(f"offline_after_seconds must be in (0, {MAX_OFFLINE_SECONDS}]")
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> StateParams:
         """These defaults with a hive's stored overrides applied; :class:`ParamsError` on unknown keys."""
@@ -101,7 +104,9 @@ INITIAL = Step(
 )
 
 
-def next_step(*, previous: Step, bucket_start: int, n_window: int, swarm_sum: float, params: StateParams) -> Step:
+def next_step(
+    *, previous: Step, bucket_start: int, n_window: int, swarm_sum: float, params: StateParams
+) -> Step:
     """Advance the machine by one bucket whose smoothing window holds ``n_window`` events."""
     at_ms = bucket_start * 1000
     score = swarm_sum / n_window if n_window else None

@@ -128,7 +128,9 @@ class Collector:
         return response.json()
 
     def add_device(self, hive_id: str, device_id: str) -> dict[str, str]:
-        response = self.client.post(f"/api/v1/hives/{hive_id}/devices", json={"device_id": device_id}, headers=ADMIN)
+        response = self.client.post(
+            f"/api/v1/hives/{hive_id}/devices", json={"device_id": device_id}, headers=ADMIN
+        )
         assert response.status_code == 201, response.text
         return response.json()
 

@@ -57,7 +57,12 @@ def make_device(tmp_path: Path, bundle: Path, **sections: dict) -> Path:
     """A device config under tmp_path with ``bundle`` installed; returns the config path."""
     values = {
         "device": {"device_id": "dev-1", "hive_id": "hive-1", "state_dir": str(tmp_path / "state")},
-        "source": {"path": str(tmp_path / "spool"), "after": "archive", "poll_seconds": 0.2},
+        "source": {
+            "path": str(tmp_path / "spool"),
+            "after": "archive",
+            "poll_seconds": 0.2,
+            "settle_seconds": 1.0,
+        },
     }
     for name, extra in sections.items():
         values.setdefault(name, {}).update(extra)

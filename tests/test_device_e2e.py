@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from beeaudio.bundle import read_bundle
 from beeaudio.inference import Classifier
 from device.agent import Identity, analyse_file
 from device.sources import source_id_of
@@ -31,6 +32,11 @@ HIVE, DEVICE = "hive-e2e", "dev-e2e"
 @pytest.fixture(scope="session")
 def bundle(request):
     return resolve_bundle(request, kind="int8")
+
+
+@pytest.fixture(scope="session")
+def bundle_f32(request):
+    return resolve_bundle(request, kind="float32")
 
 
 class Collector:
@@ -76,13 +82,14 @@ class Collector:
                 self.process.wait()
         self.process = None
 
-    def call(self, method: str, path: str, body: object = None) -> object:
-        data = json.dumps(body).encode() if body is not None else None
+    def call(self, method: str, path: str, body: object = None, *, raw: bytes | None = None) -> object:
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+        content_type = "application/octet-stream" if raw is not None else "application/json"
         request = urllib.request.Request(
             self.url + path,
             data=data,
             method=method,
-            headers={"Authorization": f"Bearer {self.admin}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {self.admin}", "Content-Type": content_type},
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
@@ -220,6 +227,67 @@ def test_every_window_arrives_exactly_once_through_outage_and_sigkill(tmp_path, 
         assert report["files_quarantined"] == 1
         hive = collector.call("GET", f"/api/v1/hives/{HIVE}")
         assert hive["last_seen"] is not None
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        collector.stop()
+
+
+def test_over_the_air_model_from_the_real_collector(tmp_path, bundle, bundle_f32):
+    """A model published on the collector reaches the running agent, which verifies it, switches between
+    recordings, and labels the next events with it."""
+    collector = Collector(folder=tmp_path)
+    collector.start()
+    agent: subprocess.Popen[str] | None = None
+    try:
+        collector.call("POST", "/api/v1/hives", {"name": "OTA hive", "hive_id": HIVE})
+        token = collector.call("POST", f"/api/v1/hives/{HIVE}/devices", {"device_id": DEVICE})["token"]
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        config = write_config(
+            tmp_path / "device.toml",
+            {
+                "device": {"device_id": DEVICE, "hive_id": HIVE, "state_dir": str(tmp_path / "state")},
+                "source": {"path": str(spool), "poll_seconds": 0.2, "settle_seconds": 0.5},
+                "collector": {
+                    "url": collector.url,
+                    "token": token,
+                    "upload_interval_s": 0.2,
+                    "heartbeat_interval_s": 1.0,
+                    "ota_poll_interval_s": 0.5,
+                },
+            },
+        )
+        assert run_cli("device", "install-model", str(bundle), "--config", str(config)).returncode == 0
+        store = tmp_path / "state" / "models"
+        before = (store / "current").read_text().strip()
+        agent = subprocess.Popen(
+            cli("device", "run", "--config", str(config)),
+            cwd=REPO_ROOT,
+            stdout=(tmp_path / "agent.log").open("a"),
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        uploaded = collector.call("POST", "/api/v1/models", raw=bundle_f32.read_bytes())
+        collector.call("POST", f"/api/v1/models/{uploaded['model_id']}/publish", {"hive_id": HIVE})
+        assert wait_for(lambda: (store / "current").read_text().strip() != before, timeout=30)
+        assert (store / "current").read_text().strip() == uploaded["sha256"]
+        assert (store / "previous").read_text().strip() == before
+
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        (recording,) = write_spool(folder=tmp_path / "staging", count=1, seconds=6.0, start=start)
+        os.replace(recording, spool / recording.name)
+        version = read_bundle(bundle_f32).manifest.model_version
+
+        def new_model_events() -> bool:
+            page = collector.call("GET", f"/api/v1/hives/{HIVE}/events?limit=50")
+            return bool(page["events"]) and all(e["model_version"] == version for e in page["events"])
+
+        assert wait_for(new_model_events, timeout=30, interval=0.3)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+        agent = None
     finally:
         if agent is not None and agent.poll() is None:
             agent.kill()

@@ -110,6 +110,26 @@ def test_finished_files_rules(tmp_path):
     assert sources.finished_files(folder=tmp_path / "absent", patterns=patterns, settle_seconds=0) == []
 
 
+def test_one_shot_runs_trust_a_closed_wav_header(tmp_path):
+    import numpy as np
+
+    from beeaudio.audio import write_wav
+
+    now = time.time()
+    older = _touch(tmp_path / "20240101-000000.wav", age_s=120, now=now)
+    closed = write_wav(tmp_path / "20240101-000100.wav", audio=np.zeros(1600, np.float32), sample_rate=16000)
+    assert sources.wav_is_complete(closed)
+    rules = {"folder": tmp_path, "patterns": ("*.wav",), "settle_seconds": 10, "now": time.time()}
+    assert sources.finished_files(**rules) == [older]
+    assert sources.finished_files(**rules, trust_wav_header=True) == [older, closed]
+    # arecord while recording: the header announces the planned length, the file is shorter.
+    data = bytearray(closed.read_bytes())
+    data[4:8] = (len(data) - 8 + 32000).to_bytes(4, "little")
+    closed.write_bytes(bytes(data))
+    assert not sources.wav_is_complete(closed)
+    assert sources.finished_files(**rules, trust_wav_header=True) == [older]
+
+
 def test_times_from_names_and_mtime(tmp_path):
     formats = ("%Y%m%d-%H%M%S", "%Y%m%dT%H%M%SZ")
     named = tmp_path / "20240305-061500.wav"

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from service.alerts import DELIVERED, FAILED, PENDING, WebhookPolicy, WebhookWorker
 from service.app import create_app
 from service.db import webhook_deliveries
-from tests.service_fixtures import T0, Clock, db_url, make_settings, postgres_available, timeline  # noqa: F401
+from tests.service_fixtures import T0, Clock, make_settings, timeline
+
+pytest_plugins = ["tests.service_fixtures"]
 
 GOOD, BAD = "http://hooks.example/good", "http://hooks.example/bad"
 
@@ -44,10 +46,15 @@ def test_alerts_are_delivered_retried_and_given_up(hooked) -> None:
 
     events = timeline(hive_id="h1", device_id="d1", start=T0 - timedelta(minutes=10), segments=[(0.95, 40)])
     response = client.post(
-        "/api/v1/events", json=make_batch(device_id="d1", events=events, batch_id="b"), headers=bearer(device["token"])
+        "/api/v1/events",
+        json=make_batch(device_id="d1", events=events, batch_id="b"),
+        headers=bearer(device["token"]),
     )
     assert response.status_code == 200  # stored although no webhook has been reached yet
-    assert {k: v[0] for k, v in _deliveries(app.state.context.engine).items()} == {GOOD: PENDING, BAD: PENDING}
+    assert {k: v[0] for k, v in _deliveries(app.state.context.engine).items()} == {
+        GOOD: PENDING,
+        BAD: PENDING,
+    }
 
     received: list[dict] = []
 
@@ -83,4 +90,12 @@ def test_alerts_are_delivered_retried_and_given_up(hooked) -> None:
 
 def test_backoff_policy() -> None:
     policy = WebhookPolicy(backoff_seconds=2, backoff_max_seconds=60)
-    assert [policy.delay_ms(attempts=a) for a in range(1, 8)] == [2000, 4000, 8000, 16000, 32000, 60000, 60000]
+    assert [policy.delay_ms(attempts=a) for a in range(1, 8)] == [
+        2000,
+        4000,
+        8000,
+        16000,
+        32000,
+        60000,
+        60000,
+    ]

@@ -11,16 +11,9 @@ import sqlalchemy as sa
 from beeaudio.events import make_batch
 from service.app import create_app
 from service.settings import Settings, SettingsError, resolve_admin_token
-from tests.service_fixtures import (  # noqa: F401
-    ADMIN,
-    READER,
-    T0,
-    bearer,
-    collector,
-    db_url,
-    postgres_available,
-    timeline,
-)
+from tests.service_fixtures import ADMIN, READER, T0, bearer, timeline
+
+pytest_plugins = ["tests.service_fixtures"]
 
 
 @pytest.fixture
@@ -33,7 +26,7 @@ def two_hives(collector):
 
 
 def test_device_token_of_hive_a_cannot_touch_hive_b(collector, two_hives) -> None:
-    a, b = two_hives
+    a, _b = two_hives
     start = T0 - timedelta(minutes=5)
     b_events = timeline(hive_id="hive-b", device_id="dev-b", start=start, segments=[(0.9, 5)])
     # Write: B's events (B's device and hive) with A's token.
@@ -43,14 +36,27 @@ def test_device_token_of_hive_a_cannot_touch_hive_b(collector, two_hives) -> Non
     as_a_for_b = timeline(hive_id="hive-b", device_id="dev-a", start=start, segments=[(0.9, 5)])
     assert collector.send(a, as_a_for_b).status_code == 403
     spoofed = make_batch(device_id="dev-a", events=b_events, batch_id="y")
-    assert collector.client.post("/api/v1/events", json=spoofed, headers=bearer(a["token"])).status_code == 403
+    assert (
+        collector.client.post("/api/v1/events", json=spoofed, headers=bearer(a["token"])).status_code == 403
+    )
     # Heartbeat and model for B's device.
     beat = {"schema": "beeaudio.heartbeat/1", "sent_at": "2026-05-01T11:00:00Z"}
-    assert collector.client.post("/api/v1/devices/dev-b/heartbeat", json=beat, headers=bearer(a["token"])).status_code == 403
+    assert (
+        collector.client.post(
+            "/api/v1/devices/dev-b/heartbeat", json=beat, headers=bearer(a["token"])
+        ).status_code
+        == 403
+    )
     assert collector.client.get("/api/v1/devices/dev-b/model", headers=bearer(a["token"])).status_code == 403
     # Read: no hive status, history, events or alerts with a device token — B's or its own.
-    for path in ("/api/v1/hives/hive-b/status", "/api/v1/hives/hive-b/history", "/api/v1/hives/hive-b/events",
-                 "/api/v1/hives/hive-a/status", "/api/v1/hives", "/api/v1/alerts"):  # fmt: skip
+    for path in (
+        "/api/v1/hives/hive-b/status",
+        "/api/v1/hives/hive-b/history",
+        "/api/v1/hives/hive-b/events",
+        "/api/v1/hives/hive-a/status",
+        "/api/v1/hives",
+        "/api/v1/alerts",
+    ):
         assert collector.client.get(path, headers=bearer(a["token"])).status_code == 403, path
     assert collector.count("events") == 0
     # A writing its own readings works.
@@ -80,9 +86,13 @@ def test_revoked_token_is_refused_and_tokens_are_stored_hashed(collector, two_hi
     from service.db import devices
 
     with collector.engine.connect() as conn:
-        stored = conn.execute(sa.select(devices.c.token_sha256).where(devices.c.device_id == "dev-a")).scalar_one()
+        stored = conn.execute(
+            sa.select(devices.c.token_sha256).where(devices.c.device_id == "dev-a")
+        ).scalar_one()
     assert a["token"] not in stored and len(stored) == 64
-    events = timeline(hive_id="hive-a", device_id="dev-a", start=T0 - timedelta(minutes=1), segments=[(0.1, 2)])
+    events = timeline(
+        hive_id="hive-a", device_id="dev-a", start=T0 - timedelta(minutes=1), segments=[(0.1, 2)]
+    )
     assert collector.send(a, events).status_code == 200
     assert collector.client.delete("/api/v1/devices/dev-a/token", headers=READER).status_code == 403
     assert collector.client.delete("/api/v1/devices/dev-a/token", headers=ADMIN).status_code == 200
@@ -92,8 +102,14 @@ def test_revoked_token_is_refused_and_tokens_are_stored_hashed(collector, two_hi
 
 def test_conflicts_and_missing_things(collector, two_hives) -> None:
     client = collector.client
-    assert client.post("/api/v1/hives", json={"name": "again", "hive_id": "hive-a"}, headers=ADMIN).status_code == 409
-    assert client.post("/api/v1/hives/hive-a/devices", json={"device_id": "dev-b"}, headers=ADMIN).status_code == 409
+    assert (
+        client.post("/api/v1/hives", json={"name": "again", "hive_id": "hive-a"}, headers=ADMIN).status_code
+        == 409
+    )
+    assert (
+        client.post("/api/v1/hives/hive-a/devices", json={"device_id": "dev-b"}, headers=ADMIN).status_code
+        == 409
+    )
     assert client.post("/api/v1/hives/nope/devices", json={}, headers=ADMIN).status_code == 404
     assert client.get("/api/v1/hives/nope/status", headers=ADMIN).status_code == 404
     generated = client.post("/api/v1/hives", json={"name": "Apiary North / Hive 3"}, headers=ADMIN)

@@ -20,7 +20,9 @@ import httpx
 import pytest
 
 from beeaudio.events import make_batch
-from tests.service_fixtures import ADMIN, ADMIN_TOKEN, db_url, postgres_available, timeline  # noqa: F401
+from tests.service_fixtures import ADMIN, ADMIN_TOKEN, timeline
+
+pytest_plugins = ["tests.service_fixtures"]
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +36,12 @@ def free_port() -> int:
 def cli(*args: str, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "beeaudio.cli", "-q", "collector", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -54,10 +60,23 @@ class Server:
     def start(self) -> None:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "beeaudio.cli", "collector", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
-            env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "beeaudio.cli",
+                "collector",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
@@ -90,7 +109,7 @@ class Receiver:
         self.received = received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 received.append(json.loads(self.rfile.read(length)))
                 self.send_response(204)
@@ -123,7 +142,10 @@ def test_real_server_survives_sigkill_after_acknowledging(db_url: str, tmp_path:
         "BEEAUDIO_MODE": "production",
     }
     env.pop("BEEAUDIO_READ_TOKEN", None)
-    assert cli("add-hive", "--name", "Apiary North / Hive 3", "--hive-id", "north-3", env=env).strip() == "north-3"
+    assert (
+        cli("add-hive", "--name", "Apiary North / Hive 3", "--hive-id", "north-3", env=env).strip()
+        == "north-3"
+    )
     out = cli("add-device", "--hive", "north-3", "--device-id", "pi-1", env=env)
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
     device = {"Authorization": f"Bearer {token}"}
@@ -132,8 +154,13 @@ def test_real_server_survives_sigkill_after_acknowledging(db_url: str, tmp_path:
     try:
         server.start()
         now = datetime.now(UTC).replace(microsecond=0)
-        events = timeline(hive_id="north-3", device_id="pi-1", start=now - timedelta(minutes=10),
-                          segments=[(0.1, 20), (0.95, 40)], step_s=10)  # fmt: skip
+        events = timeline(
+            hive_id="north-3",
+            device_id="pi-1",
+            start=now - timedelta(minutes=10),
+            segments=[(0.1, 20), (0.95, 40)],
+            step_s=10,
+        )
         batches = [events[i : i + 10] for i in range(0, len(events), 10)]
         with httpx.Client(base_url=server.url, timeout=10) as client:
             for i, batch in enumerate(batches):

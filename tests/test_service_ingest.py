@@ -11,16 +11,9 @@ import sqlalchemy as sa
 
 from beeaudio.events import make_batch
 from service.db import make_engine, metadata
-from tests.service_fixtures import (  # noqa: F401
-    ADMIN,
-    T0,
-    bearer,
-    collector,
-    db_url,
-    event,
-    postgres_available,
-    timeline,
-)
+from tests.service_fixtures import ADMIN, T0, bearer, timeline
+
+pytest_plugins = ["tests.service_fixtures"]
 
 
 @pytest.fixture
@@ -80,10 +73,16 @@ BAD_BODIES = {
     "not an object": ([1, 2, 3], 422, ""),
     "unknown batch schema": (lambda: _batch(events_for(3), schema="beeaudio.batch/9"), 422, "schema"),
     "events not a list": (lambda: _batch(events_for(3), events={"a": 1}), 422, "events"),
-    "probabilities do not sum to 1": (lambda: _with_event_change(4, probabilities={"normal": 0.9, "swarm": 0.9}), 422,
-                                      "sum"),
-    "probability out of range": (lambda: _with_event_change(2, probabilities={"normal": -0.5, "swarm": 1.5}), 422,
-                                 "outside"),
+    "probabilities do not sum to 1": (
+        lambda: _with_event_change(4, probabilities={"normal": 0.9, "swarm": 0.9}),
+        422,
+        "sum",
+    ),
+    "probability out of range": (
+        lambda: _with_event_change(2, probabilities={"normal": -0.5, "swarm": 1.5}),
+        422,
+        "outside",
+    ),
     "label not among probabilities": (lambda: _with_event_change(1, label="queenless"), 422, "label"),
     "swarm score out of range": (lambda: _with_event_change(0, swarm_score=3.0), 422, "swarm_score"),
     "bad timestamp": (lambda: _with_event_change(3, window_start="yesterday"), 422, "ISO"),
@@ -136,7 +135,9 @@ def test_size_limits(collector, hive) -> None:
             yield body[i : i + 65536]
 
     response = collector.client.post(
-        "/api/v1/events", content=chunks(), headers={**bearer(hive["token"]), "Content-Type": "application/json"}
+        "/api/v1/events",
+        content=chunks(),
+        headers={**bearer(hive["token"]), "Content-Type": "application/json"},
     )
     assert response.status_code == 413
     assert collector.count("events") == 0
@@ -169,8 +170,9 @@ def test_heartbeat_and_device_listing(collector, hive) -> None:
     assert listed[0]["heartbeat"]["outbox_depth"] == 17
     assert listed[0]["last_heartbeat"] is not None
     assert "token" not in listed[0]
-    wrong = collector.client.post("/api/v1/devices/d1/heartbeat", json={**beat, "outbox_depth": -1},
-                                  headers=bearer(hive["token"]))  # fmt: skip
+    wrong = collector.client.post(
+        "/api/v1/devices/d1/heartbeat", json={**beat, "outbox_depth": -1}, headers=bearer(hive["token"])
+    )
     assert wrong.status_code == 422
 
 
@@ -201,3 +203,51 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_concurrent_batches_of_one_hive_add_up(collector) -> None:
+    """Two devices of one hive sending at once (threads, real database): nothing lost, state as if serial."""
+    import threading
+
+    from service.ingest import DeviceIdentity, store_batch
+
+    context = collector.app.state.context
+    start = T0 - timedelta(minutes=20)
+    plans = {}
+    for hive_id in ("together", "serial"):
+        collector.add_hive(hive_id)
+        for name in ("a", "b"):
+            device_id = f"{hive_id}-{name}"
+            collector.add_device(hive_id, device_id)
+            swarm = 0.8 if name == "a" else 0.3
+            events = timeline(
+                hive_id=hive_id, device_id=device_id, start=start, segments=[(swarm, 60)], step_s=15
+            )
+            plans[device_id] = (DeviceIdentity(device_id=device_id, hive_id=hive_id), events)
+
+    def send(device_id: str) -> None:
+        device, events = plans[device_id]
+        for i in range(0, len(events), 12):
+            store_batch(
+                engine=context.engine,
+                device=device,
+                batch_id=f"{i}",
+                batch=events[i : i + 12],
+                defaults=context.defaults,
+                bucket_seconds=60,
+                webhook_urls=[],
+                now_ms=collector.clock(),
+            )
+
+    threads = [threading.Thread(target=send, args=(f"together-{n}",)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    send("serial-a")
+    send("serial-b")
+    assert collector.count("events") == 240
+    together, serial = collector.status("together"), collector.status("serial")
+    keys = ("state", "since", "swarm_score", "n_window", "counts")
+    assert {k: together[k] for k in keys} == {k: serial[k] for k in keys}
+    assert together["n_window"] == 40  # 5 minutes of two devices, one event every 15 s each

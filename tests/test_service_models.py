@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 
-from tests.service_fixtures import ADMIN, READER, bearer, collector, db_url, fake_bundle_bytes, postgres_available  # noqa: F401
+from tests.service_fixtures import ADMIN, READER, bearer, fake_bundle_bytes
+
+pytest_plugins = ["tests.service_fixtures"]
 
 
 def _upload(collector, content: bytes, *, multipart: bool = False):
@@ -32,10 +34,14 @@ def test_upload_publish_and_serve(collector) -> None:
 
     # Nothing published yet.
     assert collector.client.get("/api/v1/devices/d1/model", headers=bearer(d1["token"])).status_code == 204
-    publish = collector.client.post(f"/api/v1/models/{model3['model_id']}/publish", json={"hive_id": None}, headers=ADMIN)
+    publish = collector.client.post(
+        f"/api/v1/models/{model3['model_id']}/publish", json={"hive_id": None}, headers=ADMIN
+    )
     assert publish.status_code == 200, publish.text
     collector.clock.advance(1)
-    collector.client.post(f"/api/v1/models/{model4['model_id']}/publish", json={"hive_id": "h1"}, headers=ADMIN)
+    collector.client.post(
+        f"/api/v1/models/{model4['model_id']}/publish", json={"hive_id": "h1"}, headers=ADMIN
+    )
 
     got1 = collector.client.get("/api/v1/devices/d1/model", headers=bearer(d1["token"]))
     got2 = collector.client.get("/api/v1/devices/d2/model", headers=bearer(d2["token"]))

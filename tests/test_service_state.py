@@ -11,7 +11,9 @@ import sqlalchemy as sa
 
 from service.hive_state import sweep_offline
 from service.state import INITIAL, NORMAL, SWARM, UNKNOWN, ParamsError, StateParams, next_step
-from tests.service_fixtures import ADMIN, T0, collector, db_url, event, postgres_available, timeline  # noqa: F401
+from tests.service_fixtures import ADMIN, T0, timeline
+
+pytest_plugins = ["tests.service_fixtures"]
 
 
 def run(scores: list[tuple[int, float]], params: StateParams) -> list[str]:
@@ -130,13 +132,21 @@ def test_unknown_then_offline_then_back(collector) -> None:
     context = collector.app.state.context
     collector.clock.advance(599)
     assert collector.status("h1")["state"] == NORMAL
-    assert sweep_offline(engine=collector.engine, defaults=context.defaults, webhook_urls=[],
-                         now_ms=collector.clock()).went_offline == []  # fmt: skip
+    assert (
+        sweep_offline(
+            engine=collector.engine, defaults=context.defaults, webhook_urls=[], now_ms=collector.clock()
+        ).went_offline
+        == []
+    )
     collector.clock.advance(2)
     status = collector.status("h1")
     assert status["state"] == "offline"
-    first = sweep_offline(engine=collector.engine, defaults=context.defaults, webhook_urls=[], now_ms=collector.clock())
-    again = sweep_offline(engine=collector.engine, defaults=context.defaults, webhook_urls=[], now_ms=collector.clock())
+    first = sweep_offline(
+        engine=collector.engine, defaults=context.defaults, webhook_urls=[], now_ms=collector.clock()
+    )
+    again = sweep_offline(
+        engine=collector.engine, defaults=context.defaults, webhook_urls=[], now_ms=collector.clock()
+    )
     assert first.went_offline == ["h1"] and again.went_offline == []
 
     back = timeline(hive_id="h1", device_id="d1", start=collector.clock.now, segments=[(0.2, 1)])
@@ -185,10 +195,14 @@ def test_params_change_rederives_state(collector) -> None:
     collector.send(device, events)
     assert collector.status("h1")["state"] == NORMAL  # 0.55 < enter_swarm 0.6
     response = collector.client.put(
-        "/api/v1/hives/h1/params", json={"state_params": {"enter_swarm": 0.5, "exit_swarm": 0.3}}, headers=ADMIN
+        "/api/v1/hives/h1/params",
+        json={"state_params": {"enter_swarm": 0.5, "exit_swarm": 0.3}},
+        headers=ADMIN,
     )
     assert response.status_code == 200, response.text
     assert response.json()["state"] == SWARM
     assert response.json()["params"]["enter_swarm"] == 0.5
-    bad = collector.client.put("/api/v1/hives/h1/params", json={"state_params": {"enter_swarm": 2}}, headers=ADMIN)
+    bad = collector.client.put(
+        "/api/v1/hives/h1/params", json={"state_params": {"enter_swarm": 2}}, headers=ADMIN
+    )
     assert bad.status_code == 422

@@ -92,9 +92,9 @@ def test_metrics_agree_with_the_confusion_matrix_and_heldout_windows(tiny_run: P
     assert sum(h["windows"] for h in m["per_hive"].values()) == m["windows"]
     assert sorted(m["per_hive"]) == m["test_hives"]
     # Keras's own predictions on heldout.npz give the reported accuracy: the figures come from the run.
-    import keras
+    from beeaudio.training.models import load_model
 
-    model = keras.models.load_model(tiny_run / "model.keras")
+    model = load_model(tiny_run / "model.keras")
     pred = model.predict(held["features"], verbose=0).argmax(axis=1)
     assert float(np.mean(pred == held["labels"])) == pytest.approx(m["accuracy"])
 
@@ -110,11 +110,24 @@ def test_grouped_split_shares_no_hive_or_recording(tiny_run: Path) -> None:
     assert set(held["recordings"].tolist()) <= set(split["test_recordings"])
 
 
+def test_input_quantization_layer_rounds_like_the_int8_runtime() -> None:
+    from beeaudio.bundle import QuantParams
+    from beeaudio.inference import dequantize, quantize
+    from beeaudio.training.models import InputQuantization
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(-20.0, 40.0, size=(64, 52)).astype(np.float32)
+    layer = InputQuantization(minimum=-150.0, maximum=40.0)
+    quant = QuantParams(scale=layer.scale, zero_point=int(layer.zero_point))
+    expected = dequantize(values=quantize(values=x, dtype="int8", quant=quant), quant=quant)
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=1e-4)
+    assert len(np.unique(np.asarray(layer(x)))) <= 256
+
+
 # -- export ------------------------------------------------------------------------------------------------
 def test_int8_bundle_loads_and_agrees_with_keras(tiny_run: Path, tiny_bundle: Path) -> None:
-    import keras
-
     from beeaudio.inference import Classifier
+    from beeaudio.training.models import load_model
 
     classifier = Classifier.load(tiny_bundle)
     m = classifier.manifest
@@ -123,9 +136,7 @@ def test_int8_bundle_loads_and_agrees_with_keras(tiny_run: Path, tiny_bundle: Pa
     assert tiny_bundle.stat().st_size < 100 * 1024
     held = _heldout(tiny_run)
     probs = classifier.predict(held["features"])
-    keras_pred = (
-        keras.models.load_model(tiny_run / "model.keras").predict(held["features"], verbose=0).argmax(1)
-    )
+    keras_pred = load_model(tiny_run / "model.keras").predict(held["features"], verbose=0).argmax(1)
     agreement = float(np.mean(probs.argmax(axis=1) == keras_pred))
     assert agreement >= 0.99
     checks = m.training["export_checks"]
@@ -138,14 +149,13 @@ def test_int8_bundle_loads_and_agrees_with_keras(tiny_run: Path, tiny_bundle: Pa
 
 
 def test_float32_bundle_matches_keras_closely(tiny_run: Path, tiny_bundle_float32: Path) -> None:
-    import keras
-
     from beeaudio.inference import Classifier
+    from beeaudio.training.models import load_model
 
     classifier = Classifier.load(tiny_bundle_float32)
     assert classifier.manifest.quantization == "float32"
     held = _heldout(tiny_run)
-    keras_probs = keras.models.load_model(tiny_run / "model.keras").predict(held["features"], verbose=0)
+    keras_probs = load_model(tiny_run / "model.keras").predict(held["features"], verbose=0)
     np.testing.assert_allclose(classifier.predict(held["features"]), keras_probs, atol=1e-4)
 
 
@@ -174,13 +184,12 @@ def test_export_refuses_disagreement_and_writes_nothing(
 
 
 def test_export_refuses_a_broken_model(tiny_run: Path, tmp_path: Path) -> None:
-    import keras
-
     from beeaudio.training.export import ExportError, export_bundle
+    from beeaudio.training.models import load_model
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    model = keras.models.load_model(run / "model.keras")
+    model = load_model(run / "model.keras")
     model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
     model.save(run / "model.keras")
     out_dir = tmp_path / "out"
@@ -296,9 +305,9 @@ def test_cnn_trains_on_frames_and_converts(tiny_dataset: Path, tiny_cache_dir: P
     result = train_run(data=tiny_dataset, out=tmp_path / "cnn", config=config, cache_dir=tiny_cache_dir)
     held = _heldout(result.run)
     assert held["features"].ndim == 3
-    import keras
+    from beeaudio.training.models import load_model
 
-    model = keras.models.load_model(result.run / "model.keras")
+    model = load_model(result.run / "model.keras")
     probs, _ = tflite_predict(
         model_bytes=convert(model=model, quantize="float32"), features=held["features"][:16]
     )

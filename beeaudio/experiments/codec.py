@@ -163,6 +163,11 @@ def run_codec(
         mp3[kbps] = features
         timing[f"mp3_{kbps}_seconds"] = time.perf_counter() - t0
         log.info("MP3 %d kbps: %d windows in %.1f s", kbps, len(where), timing[f"mp3_{kbps}_seconds"])
+    identical = [
+        (f"mp3-{a}", f"mp3-{b}")
+        for a, b in zip(config.bitrates, config.bitrates[1:], strict=False)
+        if np.array_equal(mp3[a], mp3[b])
+    ]
     test_sets: dict[str, tuple[int | None, np.ndarray]] = {"wav": (None, x)}
     test_sets.update({f"mp3-{k}": (k, mp3[k]) for k in config.bitrates})
 
@@ -267,6 +272,7 @@ def run_codec(
         },
         "default_condition": default_condition,
         "augmentation_cache_key": aug_key,
+        "identical_test_conditions": identical,
         "feature_config": fc.to_dict(),
         "data": ds.summary(),
         "random_split": random_split,

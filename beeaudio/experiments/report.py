@@ -173,7 +173,7 @@ def write_codec_report(*, out: Path, results: dict[str, Any]) -> Path:
         "## Headline",
         "",
     ]
-    for train in ("wav", "codec-aug", default):
+    for train in dict.fromkeys(("wav", "codec-aug", default)):
         s = summary.get(train)
         if not isinstance(s, dict):
             continue
@@ -196,6 +196,11 @@ def write_codec_report(*, out: Path, results: dict[str, Any]) -> Path:
             f"{pct(r and r['accuracy'])} % on WAV, against {pct(g and g['accuracy'])} % on held-out hives: "
             "windows of one recording are near-duplicates, so a random split measures memory, not "
             "generalisation to a new hive."
+        )
+    for a, b in results.get("identical_test_conditions", []):
+        lines.append(
+            f"- `{a}` and `{b}` gave identical features: the encoder could not honour the higher bitrate at "
+            "this sample rate (MP3 at 8 kHz tops out at 64 kbps), so those columns are one condition."
         )
     lines += ["", CODEC_TABLE_HEADING, ""]
     lines.append(
@@ -294,7 +299,7 @@ def write_sweep_report(*, out: Path, results: dict[str, Any]) -> Path:
             r["units"],
             r["params"],
             pct(r["accuracy"]),
-            pct(r.get("int8_accuracy")),
+            pct(r.get("int8_accuracy")) + (" (refused)" if r.get("export_error") else ""),
             "—" if r.get("bundle_kb") is None else f"{r['bundle_kb']:.1f}",
             "—" if r.get("ms_per_window") is None else f"{r['ms_per_window']:.3f}",
             r.get("epochs_run", "—"),
@@ -334,7 +339,10 @@ def write_sweep_report(*, out: Path, results: dict[str, Any]) -> Path:
     ]
     failed = [r for r in results["rows"] if r.get("export_error")]
     for r in failed:
-        lines.append(f"- {r['layers']}×{r['units']}: int8 export refused: {r['export_error']}")
+        lines.append(
+            f"- {r['layers']}×{r['units']}: `beeaudio export` refused the int8 model ({r['export_error']}); "
+            "its size, speed and int8 accuracy are from the same conversion with the agreement gates relaxed."
+        )
     if failed:
         lines.append("")
     if results.get("baselines"):

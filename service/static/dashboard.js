@@ -13,6 +13,8 @@
   const POLL_MS = 5000;
   // History is a rollup query per hive: refresh it when the hive reports something new, and at least this often.
   const HISTORY_MAX_AGE_MS = 60000;
+  const HISTORY_MIN_AGE_MS = 15000;
+  const HISTORY_PARALLEL = 4;
   const TOKEN_KEY = "beeaudio.token";
   const RANGE_KEY = "beeaudio.range";
   const RANGES = {
@@ -147,24 +149,24 @@
     const now = Date.now();
     const due = app.hives.filter((hive) => {
       const cached = app.history.get(hive.hive_id);
-      return (
-        !cached ||
-        cached.range !== app.range ||
-        cached.lastSeen !== hive.last_seen ||
-        now - cached.fetchedAt > HISTORY_MAX_AGE_MS
-      );
+      if (!cached || cached.range !== app.range) return true;
+      const age = now - cached.fetchedAt;
+      return age > HISTORY_MAX_AGE_MS || (cached.lastSeen !== hive.last_seen && age > HISTORY_MIN_AGE_MS);
     });
     const to = new Date(now + 60000);
-    await Promise.all(
-      due.map(async (hive) => {
+    // A few requests at a time: an apiary of hundreds of hives must not flood the collector.
+    const queue = [...due];
+    const worker = async () => {
+      for (let hive = queue.shift(); hive; hive = queue.shift()) {
         const data = await api("/hives/" + encodeURIComponent(hive.hive_id) + "/history", {
           from: from.toISOString(),
           to: to.toISOString(),
           bucket: range.bucket,
         });
         app.history.set(hive.hive_id, { data, fetchedAt: now, lastSeen: hive.last_seen, range: app.range });
-      }),
-    );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HISTORY_PARALLEL, queue.length) }, worker));
   }
 
   function startPolling() {

@@ -1,0 +1,222 @@
+"""The hive device agent's figures, on one thread: per-window times, real-time factor, peak memory over an
+hour of audio, and the size of the edge virtual environment.
+
+    python bench/device.py --bundle models/hive-dnn.beemodel [--minutes 60] [--python VENV/bin/python]
+
+1. In this process, one thread: ``--windows`` windows of synthetic hive sound (16 kHz WAV and MP3 files,
+   decoded by ``beeaudio.audio.iter_windows``) through ``beeaudio.features.window_features`` and
+   ``Classifier.predict``, exactly the agent's per-window path; median and p95 milliseconds per stage.
+2. An hour (``--minutes``) of one-minute recordings, as ``arecord --max-file-time 60`` leaves them, in a spool
+   folder; ``beeaudio device run --once`` (offline: events stay in the outbox) in a subprocess with one
+   thread; its wall time gives the real-time factor, and its peak resident memory is VmHWM read from
+   ``/proc/<pid>/status`` while it runs (not ``ru_maxrss``, which Linux carries over from the parent across
+   fork + exec). With ``--python`` (default ``$BEEAUDIO_EDGE_PYTHON``) the agent runs in the edge venv.
+3. The size on disk of that virtual environment (``du``, symlinks not followed).
+
+The audio is made of a few distinct synthetic minutes (``beeaudio.synth``) copied under successive names:
+the agent's cost does not depend on what the sound is. Figures are printed, nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ONE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+RATE = 16000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def per_window(*, bundle: Path, folder: Path, windows: int) -> dict[str, dict[str, list[float]]]:
+    import numpy as np
+
+    from beeaudio.audio import encode_mp3, iter_windows, write_wav
+    from beeaudio.features import window_features
+    from beeaudio.inference import Classifier
+    from beeaudio.synth import render_timeline
+
+    classifier = Classifier.load(bundle, num_threads=1)
+    config = classifier.config
+    seconds = windows * config.hop_seconds + config.window_seconds
+    audio = render_timeline(hive_seed=3, segments=[("normal", seconds)], sample_rate=RATE, seed=4)
+    files = {
+        "WAV": write_wav(folder / "clip.wav", audio=audio, sample_rate=RATE),
+        "MP3": encode_mp3(audio=audio, sample_rate=RATE, path=folder / "clip.mp3", bitrate_kbps=64),
+    }
+    results = {}
+    for kind, path in files.items():
+        times: dict[str, list[float]] = {"decode": [], "features": [], "inference": []}
+        stream = iter_windows(path, config=config)
+        classifier.predict(window_features(audio=np.zeros(config.window_samples, np.float32), config=config))
+        while True:
+            t0 = time.perf_counter()
+            try:
+                _, samples = next(stream)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            features = window_features(audio=samples, config=config)
+            t2 = time.perf_counter()
+            classifier.predict(features)
+            t3 = time.perf_counter()
+            times["decode"].append((t1 - t0) * 1e3)
+            times["features"].append((t2 - t1) * 1e3)
+            times["inference"].append((t3 - t2) * 1e3)
+        results[kind] = times
+    return results
+
+
+def write_hour(*, spool: Path, minutes: int, distinct: int) -> float:
+    """``minutes`` one-minute WAVs named like arecord's strftime recipe; returns the seconds of audio."""
+    from beeaudio.audio import write_wav
+    from beeaudio.synth import render_timeline
+
+    sources = []
+    for i in range(min(distinct, minutes)):
+        state = "swarm" if i % 3 == 2 else "normal"
+        audio = render_timeline(hive_seed=i, segments=[(state, 60.0)], sample_rate=RATE, seed=100 + i)
+        sources.append(write_wav(spool.parent / f"source-{i}.wav", audio=audio, sample_rate=RATE))
+    start = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
+    for minute in range(minutes):
+        name = (start + timedelta(minutes=minute)).strftime("%Y%m%d-%H%M%S") + ".wav"
+        shutil.copyfile(sources[minute % len(sources)], spool / name)
+    return minutes * 60.0
+
+
+def vm_hwm_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def run_agent(*, python: str, bundle: Path, work: Path, minutes: int, distinct: int) -> dict[str, float]:
+    spool, state = work / "spool", work / "state"
+    spool.mkdir(parents=True)
+    audio_s = write_hour(spool=spool, minutes=minutes, distinct=distinct)
+    config = work / "device.toml"
+    config.write_text(
+        "[device]\n"
+        f'device_id = "bench"\nhive_id = "bench"\nstate_dir = "{state}"\n'
+        "[source]\n"
+        f'path = "{spool}"\nafter = "delete"\n'
+        "[outbox]\nmax_events = 1000000\n",
+        encoding="utf-8",
+    )
+    env = dict(os.environ, **ONE_THREAD_ENV)
+    base = [python, "-m", "beeaudio.cli"]
+    install = [*base, "device", "install-model", str(bundle), "--config", str(config)]
+    subprocess.run(install, check=True, env=env, cwd=REPO_ROOT, capture_output=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*base, "-q", "device", "run", "--config", str(config), "--once"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    peak_kb = 0
+    while process.poll() is None:
+        peak_kb = max(peak_kb, vm_hwm_kb(process.pid) or 0)
+        time.sleep(0.05)
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"agent failed ({process.returncode}): {process.stderr.read().decode()[-2000:]}")
+    import sqlite3
+
+    with sqlite3.connect(state / "outbox.sqlite") as db:
+        events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    return {"audio_s": audio_s, "wall_s": wall, "peak_rss_mb": peak_kb / 1024, "events": events}
+
+
+def du_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="a .beemodel (see bench/README.md)")
+    parser.add_argument("--windows", type=int, default=300, help="windows for the per-window figures")
+    parser.add_argument("--minutes", type=int, default=60, help="minutes of audio for the agent run")
+    parser.add_argument("--distinct", type=int, default=6, help="distinct synthetic minutes to render")
+    parser.add_argument(
+        "--python",
+        default=os.environ.get("BEEAUDIO_EDGE_PYTHON") or sys.executable,
+        help="interpreter for the agent run (default $BEEAUDIO_EDGE_PYTHON, else this one)",
+    )
+    args = parser.parse_args()
+    for key, value in ONE_THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+
+    with tempfile.TemporaryDirectory(prefix="beeaudio-bench-device-") as tmp:
+        work = Path(tmp)
+        print(f"bundle {args.bundle} ({args.bundle.stat().st_size / 1024:.1f} KB), one thread")
+        print(f"\n1. per window ({args.windows} windows of 16 kHz synthetic hive sound), ms")
+        # decode: iter_windows decodes 60 s blocks, so most windows cost nothing and the mean is the cost.
+        print(f"   {'file':5} {'stage':10} {'mean':>8} {'median':>8} {'p95':>8}")
+        for kind, times in per_window(bundle=args.bundle, folder=work, windows=args.windows).items():
+            rows = dict(times)
+            rows["total"] = [sum(t) for t in zip(*times.values(), strict=True)]
+            for stage, values in rows.items():
+                mean, median, p95 = (
+                    statistics.fmean(values),
+                    statistics.median(values),
+                    percentile(values, 0.95),
+                )
+                print(f"   {kind:5} {stage:10} {mean:8.3f} {median:8.3f} {p95:8.3f}")
+            share = statistics.fmean(rows["total"]) / 10  # ms per 1 s hop, as a percentage
+            print(f"   {kind:5} one window a second takes {share:.3f} % of one core")
+
+        print(f"\n2. agent run --once over {args.minutes} min of one-minute WAVs (python: {args.python})")
+        run = run_agent(
+            python=args.python,
+            bundle=args.bundle,
+            work=work / "agent",
+            minutes=args.minutes,
+            distinct=args.distinct,
+        )
+        minutes = run["audio_s"] / 60
+        print(f"   events {run['events']}, wall {run['wall_s']:.1f} s for {minutes:.0f} min of audio")
+        rtf = run["wall_s"] / run["audio_s"]
+        print(f"   real-time factor {rtf:.4f} (processing / audio, incl. start-up: {1 / rtf:.0f}x real time)")
+        print(f"   peak RSS of the agent {run['peak_rss_mb']:.1f} MB (VmHWM)")
+
+    venv = Path(args.python).parent.parent  # not resolve(): a venv's python links to the base interpreter
+    if (venv / "pyvenv.cfg").is_file():
+        print(f"\n3. edge venv {venv}: {du_bytes(venv) / 1e6:.1f} MB on disk")
+    else:
+        print("\n3. edge venv: set BEEAUDIO_EDGE_PYTHON (bash .ci/edge-venvs.sh DIR) to measure it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
