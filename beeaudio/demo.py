@@ -294,15 +294,16 @@ class ModelRecipe:
         )
 
 
-def ensure_model(*, recipe: ModelRecipe, cache: Path, progress: bool) -> tuple[Path, bool]:
+def ensure_model(*, recipe: ModelRecipe, cache: Path) -> tuple[Path, bool]:
     """The demo's bundle: reused from ``cache`` when a readable one with this recipe exists, else trained.
 
-    Returns ``(path, reused)``.
+    Training runs in a child process (``python -m beeaudio.demo train-model``) whose output goes to
+    ``train.log`` next to the bundle: TensorFlow's start-up chatter is no part of the demo's story, and its
+    memory is returned before the collector and the agents start. Returns ``(path, reused)``.
     """
     from beeaudio.bundle import BundleError, read_bundle
 
-    key = recipe.key()
-    folder = cache / f"model-{key}"
+    folder = cache / f"model-{recipe.key()}"
     bundle_path = folder / f"{MODEL_NAME}.beemodel"
     if bundle_path.is_file():
         try:
@@ -312,27 +313,54 @@ def ensure_model(*, recipe: ModelRecipe, cache: Path, progress: bool) -> tuple[P
             log.warning("cached model %s is unusable (%s); training a new one", bundle_path, exc)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    # TensorFlow's C++ start-up chatter says nothing a demo user needs.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    log.info(
+        "      synthesising %d training hives (none of them in the apiary), training a %d x %d DNN, "
+        "exporting it to TF-Lite; log: %s",
+        recipe.synth_hives, recipe.layers, recipe.units, folder / "train.log",
+    )  # fmt: skip
+    log_path = folder / "train.log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [
+        sys.executable,
+        "-m",
+        "beeaudio.demo",
+        "train-model",
+        str(folder),
+        json.dumps(dataclasses.asdict(recipe)),
+    ]
+    with log_path.open("wb") as sink:
+        code = subprocess.call(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    if code != 0 or not bundle_path.is_file():
+        raise DemoError(
+            f"training the demo model failed (exit code {code}; log {log_path}):\n{_tail(log_path)}"
+        )
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    log.info(
+        "      held-out accuracy %.1f %% on hives never seen in training; exported as %s",
+        100 * summary["accuracy"], summary["quantization"],
+    )  # fmt: skip
+    return bundle_path, False
+
+
+def train_model(*, recipe: ModelRecipe, folder: Path) -> dict[str, Any]:
+    """Synthesise the training set, train and export the demo's bundle into ``folder`` (needs TensorFlow).
+
+    The int8 export refuses a model whose quantised outputs disagree with the Keras model on the held-out
+    windows; a model that small can miss that bar, and then the demo ships the float32 export instead.
+    """
     from beeaudio.synth import SynthConfig, generate_dataset
-    from beeaudio.training.export import export_bundle
+    from beeaudio.training.export import ExportError, export_bundle
     from beeaudio.training.train import TrainConfig, train_run
 
     data = folder / "data"
-    log.info(
-        "      synthesising a training set: %d hives (none of them in the demo's apiary)", recipe.synth_hives
+    synth = SynthConfig(
+        hives=recipe.synth_hives,
+        recordings_per_class=recipe.synth_recordings_per_class,
+        seconds=recipe.synth_seconds,
+        seed=recipe.synth_seed,
+        sample_rate=recipe.synth_sample_rate,
     )
-    generate_dataset(
-        out=data,
-        config=SynthConfig(
-            hives=recipe.synth_hives,
-            recordings_per_class=recipe.synth_recordings_per_class,
-            seconds=recipe.synth_seconds,
-            seed=recipe.synth_seed,
-            sample_rate=recipe.synth_sample_rate,
-        ),
-        progress=progress,
-    )
+    generate_dataset(out=data, config=synth, progress=True)
     config = TrainConfig(
         model="dnn",
         layers=recipe.layers,
@@ -341,23 +369,30 @@ def ensure_model(*, recipe: ModelRecipe, cache: Path, progress: bool) -> tuple[P
         patience=recipe.patience,
         seed=recipe.train_seed,
         verbose=0,
-        progress=progress,
+        progress=True,
     )
-    log.info("      training a %d x %d DNN on MFCC statistics, grouped by hive", recipe.layers, recipe.units)
     result = train_run(data=data, out=folder / "run", config=config, cache_dir=folder / "feature-cache")
-    accuracy = result.metrics.get("accuracy")
-    if isinstance(accuracy, int | float):
-        log.info("      held-out accuracy %.1f %% (hives never seen in training)", 100 * accuracy)
+    bundle_path = folder / f"{MODEL_NAME}.beemodel"
     tmp = folder / f"{MODEL_NAME}.beemodel.tmp"
-    export_bundle(
-        run=folder / "run",
-        out=tmp,
-        quantize=recipe.quantize,
-        model_name=MODEL_NAME,
-        model_version=f"demo-{key[:8]}",
-    )
+    quantization = recipe.quantize
+    for quantization in dict.fromkeys((recipe.quantize, "float32")):
+        try:
+            export_bundle(
+                run=folder / "run",
+                out=tmp,
+                quantize=quantization,
+                model_name=MODEL_NAME,
+                model_version=f"demo-{recipe.key()[:8]}",
+            )
+            break
+        except ExportError as exc:
+            if quantization == "float32":
+                raise
+            log.warning("%s export refused (%s); exporting float32", quantization, exc)
+    summary = {"accuracy": float(result.metrics["accuracy"]), "quantization": quantization}
+    _write_json(folder / "summary.json", summary)
     tmp.replace(bundle_path)
-    return bundle_path, False
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
@@ -660,7 +695,7 @@ def run_demo(
     apiary = plan_hives(plan=plan)
 
     with _step(1, "Training the model (or reusing the cached one)", seconds, "model"):
-        model_path, reused = ensure_model(recipe=ModelRecipe(), cache=cache, progress=progress)
+        model_path, reused = ensure_model(recipe=ModelRecipe(), cache=cache)
         from beeaudio.bundle import read_bundle
 
         manifest = read_bundle(model_path).manifest
@@ -820,3 +855,17 @@ def _short_time(value: str | None) -> str:
         return value
     age = datetime.now(UTC) - moment
     return f"{moment.astimezone().strftime('%H:%M:%S')} ({max(0, int(age.total_seconds()))} s ago)"
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m beeaudio.demo train-model FOLDER RECIPE_JSON``: the child of :func:`ensure_model`."""
+    if len(argv) != 3 or argv[0] != "train-model":
+        print("usage: python -m beeaudio.demo train-model FOLDER RECIPE_JSON", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    train_model(recipe=ModelRecipe(**json.loads(argv[2])), folder=Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -213,14 +213,14 @@ def hive_profile(*, hive_seed: int) -> HiveProfile:
 
 def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
     u = rng.uniform
-    normal_noise = float(u(-24.0, -14.0))
+    normal_noise = float(u(-18.0, -10.0))
     if name == "normal" or name == "piping":
         # A queenright colony at rest: a steady, clean harmonic hum.
         return StateProfile(
             f0_factor=1.0,
             tilt=0.0,
             jitter=float(u(0.002, 0.008)),
-            breadth=float(u(0.2, 0.7)),
+            breadth=float(u(0.6, 1.2)),
             am_fast=float(u(0.03, 0.10)),
             am_slow=float(u(0.05, 0.2)),
             irregularity=float(u(0.03, 0.1)),
@@ -377,7 +377,7 @@ def _controls(
     log_env = am_fast * bursts - 0.5 * am_fast**2 + am_slow * wander + (level_db + day) * (math.log(10) / 20)
     max_f0 = float(f0.max())
     n_harm = int(min(len(hive.harmonic_db), max(1, MAX_HARMONIC_HZ // max_f0), (0.45 * sample_rate) // max_f0))
-    phase_noise = np.stack([_lowpass_process(rng, nc, CONTROL_RATE, 12.0) for _ in range(n_harm)])
+    phase_noise = np.stack([_lowpass_process(rng, nc, CONTROL_RATE, 20.0) for _ in range(n_harm)])
     flutter = np.stack([_lowpass_process(rng, nc, CONTROL_RATE, 8.0, low=1.0) for _ in range(n_harm)])
     irregularity = mix("irregularity")
     return _Controls(

@@ -15,7 +15,7 @@ from beeaudio.bundle import read_bundle
 from device.client import CollectorClient
 from device.modelstore import ModelStore, ModelStoreError, check_servable, file_sha256
 from device.uplink import check_model_update
-from tests.device_fixtures import FakeCollector, fake_collector, resolve_bundle
+from tests.device_fixtures import FakeCollector, fake_collector, resolve_bundle, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +164,20 @@ def test_over_the_air_update(tmp_path, bundle, bundle_f32):
         downloads = sum(1 for _, p, _, _ in collector.requests if p == "/api/v1/models/m3/file")
         assert check_model_update(client=client, device_id="dev-1", store=store, refused=refused) is None
         assert sum(1 for _, p, _, _ in collector.requests if p == "/api/v1/models/m3/file") == downloads
+
+
+def test_cli_install_refuse_and_rollback(tmp_path, bundle, bundle_f32):
+    state = str(tmp_path / "state")
+    nothing = run_cli("device", "rollback", "--state-dir", state)
+    assert nothing.returncode == 1 and "no previous model" in nothing.stderr
+    bad = tmp_path / "bad.beemodel"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    refused = run_cli("device", "install-model", str(bad), "--state-dir", state)
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    for path in (bundle, bundle_f32):
+        assert run_cli("device", "install-model", str(path), "--state-dir", state).returncode == 0
+    back = run_cli("device", "rollback", "--state-dir", state)
+    assert back.returncode == 0 and "rolled back to" in back.stdout
+    status = json.loads(run_cli("device", "status", "--state-dir", state, "--json").stdout)
+    assert status["model"].endswith(f"bundle sha256 {file_sha256(bundle)[:12]}…)")
+    assert status["previous_model"].endswith(f"bundle sha256 {file_sha256(bundle_f32)[:12]}…)")

@@ -19,6 +19,7 @@ def test_commit_is_durable_and_journals_the_file(tmp_path):
     with Outbox(path=path, max_events=100) as outbox:
         assert outbox.commit_file(source_id="rec-1", path="/spool/rec-1.wav", events=events) == 0
         assert outbox.file_status("rec-1") == "done"
+        assert outbox._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: survives a power cut
         # The same recording committed again (a crash before its file was deleted): no duplicates.
         outbox.commit_file(source_id="rec-1", path="/spool/rec-1.wav", events=events)
     with sqlite3.connect(path) as db:

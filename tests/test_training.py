@@ -178,7 +178,7 @@ def test_export_refuses_disagreement_and_writes_nothing(
     metrics_before = (tiny_run / "metrics.json").read_bytes()
     out = tmp_path / "bad.beemodel"
     with pytest.raises(export.ExportError, match="Keras model's label"):
-        export.export_bundle(run=tiny_run, out=out, quantize="int8")
+        export.export_bundle(run=tiny_run, out=out, quantize="float32")
     assert _listing(tmp_path) == []
     assert (tiny_run / "metrics.json").read_bytes() == metrics_before
 
@@ -255,24 +255,26 @@ def test_evaluate_bundle_on_the_test_split_matches_the_export(
 
 
 # -- cache and the codec-augmentation hook -----------------------------------------------------------------
-def test_feature_cache_makes_the_second_run_load_faster(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_feature_cache_makes_the_second_run_load_faster(
+    tiny_dataset: Path, tiny_run: Path, tiny_cache_dir: Path, tmp_path: Path
+) -> None:
     from beeaudio.training.train import train_run
     from tests.fixtures_bundle import tiny_train_config
 
-    cache = tmp_path / "cache"
+    # tiny_run was the first run on this cache (it computed every window); this one should find them.
+    first = _metrics(tiny_run)["timing"]
     config = tiny_train_config(epochs=1)
-    first = train_run(data=tiny_dataset, out=tmp_path / "r1", config=config, cache_dir=cache).metrics[
-        "timing"
-    ]
-    second = train_run(data=tiny_dataset, out=tmp_path / "r2", config=config, cache_dir=cache).metrics[
-        "timing"
-    ]
+    second = train_run(data=tiny_dataset, out=tmp_path / "r2", config=config, cache_dir=tiny_cache_dir)
+    timing = second.metrics["timing"]
     assert first["cache_hits"] == 0
-    assert second["cache_hits"] > 0
-    assert second["data_seconds"] < first["data_seconds"]
+    assert timing["cache_hits"] == second.metrics["dataset"]["recordings"] > 0
+    assert timing["data_seconds"] < first["data_seconds"]
+    assert second.metrics["test_hives"] == _metrics(tiny_run)["test_hives"]
 
 
-def test_transform_hook_adds_training_windows_only(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_transform_hook_adds_training_windows_only(
+    tiny_dataset: Path, tiny_run: Path, tiny_cache_dir: Path, tmp_path: Path
+) -> None:
     from beeaudio.training.train import train_run
     from tests.fixtures_bundle import tiny_train_config
 
@@ -286,7 +288,7 @@ def test_transform_hook_adds_training_windows_only(tiny_dataset: Path, tmp_path:
         data=tiny_dataset,
         out=tmp_path / "run",
         config=tiny_train_config(epochs=1),
-        cache_dir=None,
+        cache_dir=tiny_cache_dir,
         transform=quieter,
         transform_key="half-level",
     )
@@ -300,7 +302,7 @@ def test_cnn_trains_on_frames_and_converts(tiny_dataset: Path, tiny_cache_dir: P
     from beeaudio.training.export import convert, tflite_predict
     from beeaudio.training.train import TrainConfig, train_run
 
-    config = TrainConfig(model="cnn", layers=1, units=8, epochs=2, verbose=0, progress=False, seed=1)
+    config = TrainConfig(model="cnn", layers=1, units=8, epochs=1, verbose=0, progress=False, seed=1)
     assert config.features.representation == "frames"
     result = train_run(data=tiny_dataset, out=tmp_path / "cnn", config=config, cache_dir=tiny_cache_dir)
     held = _heldout(result.run)

@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-matched", action="store_true", help="skip the models trained on MP3 of each bitrate"
     )
     codec.add_argument("--no-random-split", action="store_true", help="skip the random-split contrast row")
+    codec.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="also retrain the wav and codec-aug DNNs with this many training seeds (same split) and "
+        "report mean ± sd (default 1: no repeats)",
+    )
     codec.set_defaults(func=_codec)
 
     sweep = sub.add_parser(
@@ -106,6 +113,7 @@ def _codec(args: argparse.Namespace) -> int:
         matched=not args.no_matched,
         baselines=not args.no_baselines,
         random_split=not args.no_random_split,
+        repeats=args.repeats,
     )
     results = run_codec(
         data=args.data, out=args.out, config=config, cache_dir=_cache(args), command=_reconstruct(args)
@@ -152,6 +160,7 @@ def _reconstruct(args: argparse.Namespace) -> list[str]:
         argv += ["--bitrates", ",".join(map(str, args.bitrates))]
         argv += ["--no-matched"] if args.no_matched else []
         argv += ["--no-random-split"] if args.no_random_split else []
+        argv += ["--repeats", str(args.repeats)] if args.repeats > 1 else []
     else:
         argv += ["--layers", ",".join(map(str, args.layers)), "--units", ",".join(map(str, args.units))]
     argv += ["--seed", str(args.seed), "--test-fraction", str(args.test_fraction)]

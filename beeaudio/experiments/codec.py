@@ -20,6 +20,7 @@ Every model is scored on every test condition, so the report has matched and mis
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ class CodecConfig:
     matched: bool = True
     baselines: bool = True
     random_split: bool = True
+    repeats: int = 1  # extra training seeds for the wav and codec-aug DNNs (same split, same data)
     training: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
 
     def __post_init__(self) -> None:
@@ -238,6 +240,13 @@ def run_codec(
         add_baselines("wav", x[tr], y[tr])
         add_baselines("codec-aug", xa, ya)
 
+    repeats = _repeat_fits(
+        conditions={"wav": (x[tr], y[tr], hives[tr]), "codec-aug": (xa, ya, ha)},
+        n_classes=n_classes,
+        tc=tc,
+        repeats=config.repeats,
+        test=(te, y, {k: test_sets[k] for k in ("wav", "mp3-32") if k in test_sets}),
+    )
     rows = [_rows_of(t, te, y, test_sets, config.bitrates) for t in trained]
     random_rows: list[dict[str, Any]] = []
     random_split: dict[str, Any] | None = None
@@ -273,6 +282,7 @@ def run_codec(
         "default_condition": default_condition,
         "augmentation_cache_key": aug_key,
         "identical_test_conditions": identical,
+        "repeats": repeats,
         "feature_config": fc.to_dict(),
         "data": ds.summary(),
         "random_split": random_split,
@@ -294,6 +304,36 @@ def run_codec(
     report.write_codec_report(out=out, results=results)
     log.info("codec experiment written to %s in %.0f s", out, results["timing"]["total_seconds"])
     return results
+
+
+def _repeat_fits(
+    *,
+    conditions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n_classes: int,
+    tc: Any,
+    repeats: int,
+    test: tuple[np.ndarray, np.ndarray, dict[str, tuple[int | None, np.ndarray]]],
+) -> dict[str, Any] | None:
+    """The same trainings again with training seeds ``seed .. seed+repeats-1`` (split and data fixed):
+    how much of a difference between conditions is just the training seed."""
+    if repeats <= 1:
+        return None
+    test_idx, y, test_sets = test
+    out: dict[str, Any] = {"seeds": [tc.seed + i for i in range(repeats)]}
+    for name, (xs, ys, hs) in conditions.items():
+        scores: dict[str, list[float]] = {k: [] for k in test_sets}
+        for i in range(repeats):
+            model, _ = _fit_dnn(
+                x=xs, y=ys, hives=hs, n_classes=n_classes, tc=dataclasses.replace(tc, seed=tc.seed + i)
+            )
+            for key, (_, features) in test_sets.items():
+                probs = _keras_predictor(model)(features[test_idx])
+                scores[key].append(common.accuracy(y_true=y[test_idx], probabilities=probs)["accuracy"])
+        out[name] = {
+            key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+            for key, v in scores.items()
+        }
+    return out
 
 
 def _rows_of(

@@ -202,6 +202,30 @@ def write_codec_report(*, out: Path, results: dict[str, Any]) -> Path:
             f"- `{a}` and `{b}` gave identical features: the encoder could not honour the higher bitrate at "
             "this sample rate (MP3 at 8 kHz tops out at 64 kbps), so those columns are one condition."
         )
+    reps = results.get("repeats")
+    if reps:
+        lines += [
+            "",
+            f"### Training-seed spread (seeds {', '.join(map(str, reps['seeds']))}; same split)",
+            "",
+        ]
+        keys = [k for k in ("wav", "mp3-32") if k in reps.get("wav", {})]
+        lines.append(
+            markdown_table(
+                headers=["DNN trained on", *(f"{k.upper()} mean ± sd %" for k in keys)],
+                rows=[
+                    [
+                        name,
+                        *(
+                            f"{100 * reps[name][k]['mean']:.2f} ± {100 * reps[name][k]['std']:.2f}"
+                            for k in keys
+                        ),
+                    ]
+                    for name in ("wav", "codec-aug")
+                    if name in reps
+                ],
+            )
+        )
     lines += ["", CODEC_TABLE_HEADING, ""]
     lines.append(
         markdown_table(
@@ -301,7 +325,7 @@ def write_sweep_report(*, out: Path, results: dict[str, Any]) -> Path:
             pct(r["accuracy"]),
             pct(r.get("int8_accuracy")) + (" (refused)" if r.get("export_error") else ""),
             "—" if r.get("bundle_kb") is None else f"{r['bundle_kb']:.1f}",
-            "—" if r.get("ms_per_window") is None else f"{r['ms_per_window']:.3f}",
+            "—" if r.get("ms_per_window_median") is None else f"{r['ms_per_window_median']:.3f}",
             r.get("epochs_run", "—"),
         ]
         for r in results["rows"]
@@ -313,7 +337,8 @@ def write_sweep_report(*, out: Path, results: dict[str, Any]) -> Path:
         "`beeaudio export --quantize int8` on the same hive-grouped split. "
         "Accuracy on the held-out hives (Keras float model and the int8 bundle); "
         "bundle size of the int8 `.beemodel`; inference time per window with `beeaudio.inference.Classifier` "
-        "on one thread, one window per call (features excluded), mean over the timed windows.",
+        "on one thread, one window per call (features excluded), median over the timed windows (the mean, "
+        "in results.json, is more sensitive to other load on the machine).",
         "",
     ]
     data = results.get("data")
@@ -330,7 +355,7 @@ def write_sweep_report(*, out: Path, results: dict[str, Any]) -> Path:
                 "accuracy %",
                 "int8 accuracy %",
                 "bundle KB",
-                "ms/window",
+                "ms/window (median)",
                 "epochs",
             ],
             rows=grid,

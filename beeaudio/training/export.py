@@ -368,7 +368,8 @@ def _check_export(
     if agreement < MIN_AGREEMENT:
         raise ExportError(
             f"the {quantize} TF-Lite model gives the Keras model's label on only {100 * agreement:.2f} % of "
-            f"{len(pred)} held-out windows (need >= {100 * MIN_AGREEMENT:.0f} %): not exported"
+            f"{len(pred)} held-out windows (need >= {100 * MIN_AGREEMENT:.0f} %): not exported. "
+            "Train longer or on more data, or export --quantize float32"
         )
     if quantize == "int8" and float_accuracy - accuracy > MAX_INT8_ACCURACY_DROP + 1e-12:
         raise ExportError(

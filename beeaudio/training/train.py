@@ -189,6 +189,7 @@ def fit_model(
     near-duplicates). With fewer than 3 hives there is no validation split and all ``epochs`` run.
     """
     import keras
+    import tensorflow as tf
 
     from beeaudio.training.models import build_model, input_range
 
@@ -222,16 +223,31 @@ def fit_model(
                 monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=0
             )
         )
+    # tf.data pipelines: Keras's numpy adapter rebuilds its iterators every epoch, which costs more than
+    # an epoch of these small models. Class weights travel as per-window sample weights.
+    weights = class_weights(labels=y_fit, n_classes=n_classes)
+    sample_weights = np.array([weights[int(c)] for c in y_fit], dtype=np.float32)
+    train_data = (
+        tf.data.Dataset.from_tensor_slices((x_fit.astype(np.float32), y_fit.astype(np.int64), sample_weights))
+        .shuffle(len(y_fit), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(2)
+    )
+    validation_data = None
+    if validation is not None:
+        validation_data = (
+            tf.data.Dataset.from_tensor_slices(
+                (validation[0].astype(np.float32), validation[1].astype(np.int64))
+            )
+            .batch(max(256, config.batch_size))
+            .prefetch(2)
+        )
     started = time.perf_counter()
     fitted = model.fit(
-        x_fit,
-        y_fit,
-        validation_data=validation,
+        train_data,
+        validation_data=validation_data,
         epochs=config.epochs,
-        batch_size=config.batch_size,
-        class_weight=class_weights(labels=y_fit, n_classes=n_classes),
         callbacks=callbacks,
-        shuffle=True,
         verbose=config.verbose,
     )
     train_seconds = time.perf_counter() - started
