@@ -119,6 +119,7 @@ def test_demo_reruns_in_the_same_folder_and_reuses_the_model(
     # Nothing of the run is left running: the collector's port is free again.
     port = int(second["api_url"].rsplit(":", 1)[1])
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not a listener
         sock.bind(("127.0.0.1", port))
 
 

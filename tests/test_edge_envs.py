@@ -114,5 +114,5 @@ def test_bundle_runs_in_edge_environment(
         assert got["source_format"] == ("MP3" if clip.suffix == ".mp3" else "WAV")
         probabilities = np.array(got["windows"])
         assert probabilities.shape == reference[str(clip)].shape
-        # Same int8 model, other runtime (and, for tflite214, other numpy/soxr builds): at most ~2 output steps.
+        # Same int8 model on another runtime (for tflite214 other numpy/soxr too): ~2 output steps at most.
         np.testing.assert_allclose(probabilities, reference[str(clip)], atol=0.01)

@@ -132,3 +132,12 @@ def test_local_mode_generates_and_keeps_a_token(tmp_path) -> None:
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     again, generated_again = resolve_admin_token(settings)
     assert again == token and not generated_again
+
+
+def test_serve_refuses_to_start_without_a_secret(tmp_path, monkeypatch, caplog) -> None:
+    from beeaudio.cli import main
+
+    monkeypatch.delenv("BEEAUDIO_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("BEEAUDIO_MODE", raising=False)
+    assert main(["collector", "serve", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--port", "1"]) == 1
+    assert "BEEAUDIO_ADMIN_TOKEN" in caplog.text

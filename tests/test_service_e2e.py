@@ -33,17 +33,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cli(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "beeaudio.cli", "-q", "collector", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``beeaudio collector ...`` in this process (the server below is the separate process)."""
+    from beeaudio.cli import main
+
+    capsys.readouterr()
+    assert main(["-q", "collector", *args]) == 0
+    return capsys.readouterr().out
 
 
 class Server:
@@ -131,7 +127,9 @@ class Receiver:
         self.server.server_close()
 
 
-def test_real_server_survives_sigkill_after_acknowledging(db_url: str, tmp_path: Path) -> None:
+def test_real_server_survives_sigkill_after_acknowledging(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     receiver = Receiver()
     env = {
         **os.environ,
@@ -142,11 +140,11 @@ def test_real_server_survives_sigkill_after_acknowledging(db_url: str, tmp_path:
         "BEEAUDIO_MODE": "production",
     }
     env.pop("BEEAUDIO_READ_TOKEN", None)
-    assert (
-        cli("add-hive", "--name", "Apiary North / Hive 3", "--hive-id", "north-3", env=env).strip()
-        == "north-3"
+    hive = cli(
+        "add-hive", "--db", db_url, "--name", "Apiary North / Hive 3", "--hive-id", "north-3", capsys=capsys
     )
-    out = cli("add-device", "--hive", "north-3", "--device-id", "pi-1", env=env)
+    assert hive.strip() == "north-3"
+    out = cli("add-device", "--db", db_url, "--hive", "north-3", "--device-id", "pi-1", capsys=capsys)
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
     device = {"Authorization": f"Bearer {token}"}
 

@@ -251,3 +251,11 @@ def test_concurrent_batches_of_one_hive_add_up(collector) -> None:
     keys = ("state", "since", "swarm_score", "n_window", "counts")
     assert {k: together[k] for k in keys} == {k: serial[k] for k in keys}
     assert together["n_window"] == 40  # 5 minutes of two devices, one event every 15 s each
+
+
+def test_sqlite_commits_are_durable(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: fsync at every commit
+    engine.dispose()

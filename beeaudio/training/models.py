@@ -84,11 +84,17 @@ def without_input_quantization(model: keras.Model) -> keras.Model:
 
 
 def _input(train_features: np.ndarray, input_range: tuple[float, float] | None):
+    """The model's input, the tensor after the optional InputQuantization, and the Normalization layer,
+    adapted on the training features as that tensor holds them (rounded): a feature that varies by less
+    than one grid step has a tiny raw variance, and standardising rounded values by it would blow single
+    steps up into huge jumps."""
     inputs = keras.Input(shape=train_features.shape[1:], name="features")
     if input_range is None:
-        return inputs, inputs
+        return inputs, inputs, _normalization(train_features)
     lo, hi = input_range
-    return inputs, InputQuantization(minimum=lo, maximum=hi, name=INPUT_QUANTIZATION_LAYER)(inputs)
+    layer = InputQuantization(minimum=lo, maximum=hi, name=INPUT_QUANTIZATION_LAYER)
+    seen = np.asarray(layer(np.asarray(train_features, dtype=np.float32)))
+    return inputs, layer(inputs), _normalization(seen, min_std=layer.scale)
 
 
 def build_dnn(
@@ -111,8 +117,8 @@ def build_dnn(
         )
     if layers < 1 or units < 1:
         raise ValueError(f"dnn needs layers >= 1 and units >= 1, got layers={layers}, units={units}")
-    inputs, x = _input(train_features, input_range)
-    x = _normalization(train_features)(x)
+    inputs, x, normalize = _input(train_features, input_range)
+    x = normalize(x)
     for i in range(layers):
         x = keras.layers.Dense(units, activation="relu", name=f"dense_{i + 1}")(x)
         if dropout > 0:
@@ -141,8 +147,8 @@ def build_cnn(
         )
     if layers < 1 or units < 1:
         raise ValueError(f"cnn needs layers >= 1 and units >= 1, got layers={layers}, units={units}")
-    inputs, x = _input(train_features, input_range)
-    x = _normalization(train_features)(x)
+    inputs, x, normalize = _input(train_features, input_range)
+    x = normalize(x)
     for i in range(layers):
         x = keras.layers.Conv1D(units, 5, padding="same", activation="relu", name=f"conv_{i + 1}")(x)
         x = keras.layers.MaxPooling1D(2, name=f"pool_{i + 1}")(x)
@@ -172,9 +178,12 @@ def build_model(
     raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
 
 
-def _normalization(train_features: np.ndarray) -> keras.layers.Normalization:
-    # Statistics per feature (the last axis); for 'frames' they are pooled over time, so the CNN's
-    # normalisation does not depend on the position within the window.
-    layer = keras.layers.Normalization(axis=-1, name="normalize")
-    layer.adapt(np.asarray(train_features, dtype=np.float32))
-    return layer
+def _normalization(train_features: np.ndarray, *, min_std: float = 1e-3) -> keras.layers.Normalization:
+    """Standardise each feature (the last axis; for 'frames' pooled over time, so the CNN's normalisation
+    does not depend on the position within the window). Standard deviations are floored at ``min_std`` —
+    one input grid step for quantised inputs — so a feature that (nearly) never changes in training does
+    not turn a one-step change at inference into an enormous activation."""
+    values = np.asarray(train_features, dtype=np.float64).reshape(-1, train_features.shape[-1])
+    mean = values.mean(axis=0)
+    variance = np.maximum(values.var(axis=0), min_std**2)
+    return keras.layers.Normalization(axis=-1, mean=mean, variance=variance, name="normalize")
