@@ -130,6 +130,8 @@ class StateProfile:
     am_fast: float  # std of the log-envelope of the fast (1–8 Hz) irregular amplitude modulation
     am_slow: float  # depth of the slow (< 0.3 Hz) level wander
     irregularity: float  # std of each harmonic's own fast (1-8 Hz) log-amplitude fluctuation
+    spread: float  # relative spread of the workers' wing-beat frequencies (std): width of the hum's peaks
+    tonal_db: float  # level of the coherent (narrow-line) part of the hum relative to the broad part
     level_db: float  # level of the bee sound relative to the colony's normal level
     noise_db: float  # colony noise ("roar") relative to the hum
     noise_centre_hz: float  # centre of the roar band
@@ -224,6 +226,8 @@ def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
             am_fast=float(u(0.03, 0.10)),
             am_slow=float(u(0.05, 0.2)),
             irregularity=float(u(0.03, 0.1)),
+            spread=float(u(0.04, 0.08)),
+            tonal_db=float(u(-12.0, -4.0)),
             level_db=0.0,
             noise_db=normal_noise,
             noise_centre_hz=float(np.exp(u(np.log(250.0), np.log(700.0)))),
@@ -241,6 +245,8 @@ def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
             am_fast=float(u(0.3, 0.6)),
             am_slow=float(u(0.1, 0.3)),
             irregularity=float(u(0.4, 0.7)),
+            spread=float(u(0.08, 0.14)),
+            tonal_db=float(u(-14.0, -6.0)),
             level_db=float(u(0.0, 4.0)),
             noise_db=float(u(-12.0, -4.0)),
             noise_centre_hz=float(np.exp(u(np.log(300.0), np.log(600.0)))),
@@ -255,6 +261,8 @@ def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
         am_fast=float(u(0.12, 0.25)),
         am_slow=float(u(0.2, 0.4)),
         irregularity=float(u(0.25, 0.45)),
+        spread=float(u(0.1, 0.16)),
+        tonal_db=float(u(-16.0, -8.0)),
         level_db=float(u(0.0, 5.0)),
         noise_db=float(u(-4.0, 2.0)),
         noise_centre_hz=float(np.exp(u(np.log(250.0), np.log(700.0)))),
@@ -317,6 +325,7 @@ class _Controls:
     f0: np.ndarray  # Hz
     tilt: np.ndarray
     breadth: np.ndarray
+    tonal: np.ndarray  # amplitude of the coherent hum relative to the broad colony sound
     log_env: np.ndarray  # natural-log amplitude envelope of the bee sound (modulation + level + day/night)
     phase_noise: np.ndarray  # (n_harm, nc) unit processes
     harmonic_log_amp: np.ndarray  # (n_harm, nc) each harmonic's own log-amplitude fluctuation
@@ -386,6 +395,7 @@ def _controls(
         f0=f0,
         tilt=mix("tilt"),
         breadth=mix("breadth"),
+        tonal=weights @ _db(np.array([p.tonal_db for p in profiles])),
         log_env=log_env,
         phase_noise=phase_noise,
         harmonic_log_amp=flutter * irregularity[None, :] - 0.5 * irregularity[None, :] ** 2,
@@ -440,15 +450,28 @@ def _hum(hive: HiveProfile, ctl: _Controls, start: int, n: int, sample_rate: int
     return out
 
 
-def _colony_noise(rng: np.random.Generator, n: int, sample_rate: int, state: StateProfile) -> np.ndarray:
-    """The colony's noisy part in one state: a log-frequency Gaussian band (the roar) over a pink floor."""
+def _colony_noise(
+    rng: np.random.Generator, n: int, sample_rate: int, hive: HiveProfile, state: StateProfile
+) -> np.ndarray:
+    """The colony's incoherent sound in one state (unit RMS): thousands of workers beating their wings at
+    slightly different rates give broad peaks at the harmonics of f0 (width ∝ harmonic × ``spread``),
+    over a roar band (log-frequency Gaussian) and a pink floor, at ``state.noise_db`` below the peaks."""
+    f0 = hive.f0 * state.f0_factor
+    n_harm = int(min(len(hive.harmonic_db), MAX_HARMONIC_HZ // f0, (0.45 * sample_rate) // f0))
     centre, width = state.noise_centre_hz, state.noise_width
 
     def gain(f: np.ndarray) -> np.ndarray:
         f = np.maximum(f, 1.0)
-        band = np.exp(-0.5 * (np.log2(f / centre) / width) ** 2)
-        floor = 0.1 * np.sqrt(100.0 / np.maximum(f, 100.0))
-        return (band + floor) / np.sqrt(1.0 + (60.0 / f) ** 4)
+        comb = np.zeros_like(f)
+        for k in range(1, n_harm + 1):
+            sigma = k * f0 * state.spread + 4.0
+            lo, hi = np.searchsorted(f, [k * f0 - 5 * sigma, k * f0 + 5 * sigma])
+            weight = _db(hive.harmonic_db[k - 1]) * k ** -(hive.rolloff - state.tilt) / np.sqrt(sigma)
+            comb[lo:hi] += weight * np.exp(-0.5 * ((f[lo:hi] - k * f0) / sigma) ** 2)
+        band = np.exp(-0.5 * (np.log2(f / centre) / width) ** 2) + 0.1 * np.sqrt(100.0 / np.maximum(f, 100.0))
+        comb /= np.sqrt(np.mean(comb**2)) + 1e-12
+        band /= np.sqrt(np.mean(band**2)) + 1e-12
+        return (comb + _db(state.noise_db) * band) / np.sqrt(1.0 + (60.0 / f) ** 4)
 
     return _shaped_noise(rng, n, sample_rate, gain)
 
@@ -603,13 +626,13 @@ def _render_block(
     nc0 = start * CONTROL_RATE / sample_rate
     theta0 = 2 * np.pi * float(np.sum(ctl.f0[: int(nc0)])) / CONTROL_RATE
     theta = theta0 + 2 * np.pi * np.cumsum(f0) / sample_rate
-    bee = _hum(hive, ctl, start, n, sample_rate, theta)
+    bee = _hum(hive, ctl, start, n, sample_rate, theta) * np.interp(pos, np.arange(ctl.tonal.size), ctl.tonal)
     for j, name in enumerate(ctl.states):
         w = _interp_matrix(ctl.weights[:, j], pos)
         if float(w.max()) < 1e-4:
             continue
         state = hive.states[name]
-        bee += w * _db(state.noise_db) * _colony_noise(rng, n, sample_rate, state)
+        bee += w * _colony_noise(rng, n, sample_rate, hive, state)
         if math.isfinite(state.piping_db):
             bee += w * _db(state.piping_db) * _piping(rng, n, sample_rate, hive.queen_hz)
     bee *= np.exp(np.interp(pos, np.arange(ctl.log_env.size), ctl.log_env))

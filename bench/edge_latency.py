@@ -22,6 +22,7 @@ The figures are printed, not asserted. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -187,6 +188,9 @@ def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     if args.keras_model:
         import keras
 
+        # Registers the trainer's custom layers so that its run folder's model deserialises.
+        with contextlib.suppress(ImportError):
+            import beeaudio.training.models  # noqa: F401
         keras_path = _keras_file(args.keras_model)
         model = keras.saving.load_model(keras_path, compile=False)
         description = f"librosa {librosa.__version__} + Keras {keras.__version__} ({keras_path})"

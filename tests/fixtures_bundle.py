@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+#: Export thresholds for the tiny runs: their ~56 held-out windows cannot measure 99 % (one window is
+#: 1.8 points), so a single borderline window would fail the default checks. Deployed models keep them.
+TINY_MIN_AGREEMENT = 0.95
+TINY_MAX_INT8_DROP = 0.05
+
 #: Size of the tiny dataset; tests may read these to know what to expect.
 TINY_HIVES = 6
 TINY_RECORDINGS_PER_CLASS = 2
@@ -82,7 +87,15 @@ def tiny_bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     from beeaudio.training.export import export_bundle
 
     out = tmp_path_factory.mktemp("tiny-bundle") / "tiny-int8.beemodel"
-    return export_bundle(run=tiny_run, out=out, quantize="int8", model_name="tiny-dnn", model_version="test")
+    return export_bundle(
+        run=tiny_run,
+        out=out,
+        quantize="int8",
+        model_name="tiny-dnn",
+        model_version="test",
+        min_agreement=TINY_MIN_AGREEMENT,
+        max_int8_drop=TINY_MAX_INT8_DROP,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -92,5 +105,10 @@ def tiny_bundle_float32(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory
 
     out = tmp_path_factory.mktemp("tiny-bundle-f32") / "tiny-float32.beemodel"
     return export_bundle(
-        run=tiny_run, out=out, quantize="float32", model_name="tiny-dnn", model_version="test-f32"
+        run=tiny_run,
+        out=out,
+        quantize="float32",
+        model_name="tiny-dnn",
+        model_version="test-f32",
+        min_agreement=TINY_MIN_AGREEMENT,
     )

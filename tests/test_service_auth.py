@@ -13,7 +13,6 @@ from service.app import create_app
 from service.settings import Settings, SettingsError, resolve_admin_token
 from tests.service_fixtures import ADMIN, READER, T0, bearer, timeline
 
-pytest_plugins = ["tests.service_fixtures"]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from beeaudio.events import make_batch
 from service.db import make_engine, metadata
 from tests.service_fixtures import ADMIN, T0, bearer, timeline
 
-pytest_plugins = ["tests.service_fixtures"]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import hashlib
 
 from tests.service_fixtures import ADMIN, READER, bearer, fake_bundle_bytes
 
-pytest_plugins = ["tests.service_fixtures"]
 
 
 def _upload(collector, content: bytes, *, multipart: bool = False):

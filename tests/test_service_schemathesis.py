@@ -16,7 +16,6 @@ from schemathesis.checks import not_a_server_error
 
 from tests.service_fixtures import ADMIN, Collector, bearer
 
-pytest_plugins = ["tests.service_fixtures"]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from service.hive_state import sweep_offline
 from service.state import INITIAL, NORMAL, SWARM, UNKNOWN, ParamsError, StateParams, next_step
 from tests.service_fixtures import ADMIN, T0, timeline
 
-pytest_plugins = ["tests.service_fixtures"]
 
 
 def run(scores: list[tuple[int, float]], params: StateParams) -> list[str]:

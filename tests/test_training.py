@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from beeaudio.training.evaluate import compute_metrics
+from tests.fixtures_bundle import TINY_MAX_INT8_DROP, TINY_MIN_AGREEMENT
 
 pytestmark = pytest.mark.slow
 
@@ -138,11 +139,12 @@ def test_int8_bundle_loads_and_agrees_with_keras(tiny_run: Path, tiny_bundle: Pa
     probs = classifier.predict(held["features"])
     keras_pred = load_model(tiny_run / "model.keras").predict(held["features"], verbose=0).argmax(1)
     agreement = float(np.mean(probs.argmax(axis=1) == keras_pred))
-    assert agreement >= 0.99
+    assert agreement >= TINY_MIN_AGREEMENT
     checks = m.training["export_checks"]
     assert checks["agreement"] == pytest.approx(agreement)
     assert checks["int8_accuracy"] == pytest.approx(float(np.mean(probs.argmax(axis=1) == held["labels"])))
-    assert checks["float32_accuracy"] - checks["int8_accuracy"] <= 0.01
+    assert checks["float32_accuracy"] - checks["int8_accuracy"] <= TINY_MAX_INT8_DROP
+    assert checks["min_agreement"] == TINY_MIN_AGREEMENT
     recorded = _metrics(tiny_run)["export"]["int8"]
     assert recorded["agreement"] == pytest.approx(agreement)
     assert recorded["bundle_bytes"] == tiny_bundle.stat().st_size

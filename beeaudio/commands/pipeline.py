@@ -285,6 +285,19 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="model name in the manifest (default hive-<model>)")
     p.add_argument("--version", default=None, help="model version in the manifest (default <date>-<sha>)")
     p.add_argument("--runtime", default=None, help="TF-Lite runtime for the checks (default: as on a device)")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="share of held-out windows where the export must give the Keras label (default 0.99; lower it "
+        "only for tiny test sets, where one window is more than a point)",
+    )
+    p.add_argument(
+        "--max-int8-drop",
+        type=float,
+        default=0.01,
+        help="accuracy int8 may lose against float32 (default 0.01)",
+    )
     p.add_argument("--json", action="store_true", help="print the export checks as JSON")
     p.set_defaults(func=_guarded("export", _export))
 
@@ -301,6 +314,8 @@ def _export(args: argparse.Namespace) -> int:
         model_name=args.name,
         model_version=args.version,
         runtime=args.runtime,
+        min_agreement=args.min_agreement,
+        max_int8_drop=args.max_int8_drop,
     )
     manifest = read_bundle(path).manifest
     checks = manifest.training["export_checks"]

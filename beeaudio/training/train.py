@@ -248,6 +248,7 @@ def fit_model(
         validation_data=validation_data,
         epochs=config.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, seeded
         verbose=config.verbose,
     )
     train_seconds = time.perf_counter() - started
