@@ -7,16 +7,15 @@ the same for every cell), parameter count, bundle size, and per-window inference
 through :class:`beeaudio.inference.Classifier` on one thread (one window per call, as the device runs
 it). The baselines are fitted on the same split for comparison. When the exporter refuses a cell (its
 int8 model disagrees with the Keras model on more windows than the exporter allows), the row says so and
-its size, speed and int8 accuracy are measured on the exporter's int8 conversion with its gates relaxed.
+its size, speed and int8 accuracy are measured on the exporter's int8 conversion with its gates off.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,39 +90,21 @@ def _measure_bundle(
     }
 
 
-#: The exporter's quality gates, relaxed (only) to measure a cell it refused; see _unchecked_export.
-_EXPORT_GATES = {"MIN_AGREEMENT": 0.0, "MAX_INT8_ACCURACY_DROP": 1.0}
-
-
-@contextlib.contextmanager
-def _export_gates_relaxed() -> Iterator[None]:
-    from beeaudio.training import export
-
-    saved = {name: getattr(export, name) for name in _EXPORT_GATES if hasattr(export, name)}
-    try:
-        for name in saved:
-            setattr(export, name, _EXPORT_GATES[name])
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(export, name, value)
-
-
 def _unchecked_export(*, run_dir: Path, out: Path, name: str, seed: int) -> Path:
-    """The exporter's own int8 conversion of a cell it refused, with its agreement gates relaxed, only to
-    measure the cell's size, speed and int8 accuracy (the row is flagged). The training package should
-    offer this itself (e.g. ``export_bundle(..., enforce_checks=False)``); until then its gate constants
-    are relaxed for the one call and restored."""
+    """The exporter's own int8 conversion of a cell it refused, with its agreement gates off
+    (``min_agreement=0``, ``max_int8_drop=1``), only to measure the cell's size, speed and int8 accuracy;
+    the row is flagged as refused."""
     from beeaudio.training.export import export_bundle
 
-    with _export_gates_relaxed():
-        return export_bundle(
-            run=run_dir,
-            out=out,
-            quantize="int8",
-            model_name=f"sweep-{name}",
-            model_version=f"seed{seed}-unchecked",
-        )
+    return export_bundle(
+        run=run_dir,
+        out=out,
+        quantize="int8",
+        model_name=f"sweep-{name}",
+        model_version=f"seed{seed}-unchecked",
+        min_agreement=0.0,
+        max_int8_drop=1.0,
+    )
 
 
 def run_sweep(
