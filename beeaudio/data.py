@@ -89,7 +89,7 @@ _REQUIRED_COLUMNS = ("path", "label")
 _OPTIONAL_COLUMNS = ("hive", "recording", "start_s", "end_s")
 
 # "CF003 - Active - Day - (223).wav", "CF001 - Missing Queen - Day -  (100).wav"
-_OSBH = re.compile(r"^\s*(?P<hive>[A-Za-z]+\d+)\s+-\s+(?P<state>[^-]+?)\s+-\s+(?P<rest>.*)$")
+_OSBH = re.compile(r"^\s*(?P<hive>[A-Za-z]+\d+)\s+-\s+(?P<state>.+?)\s+-\s+(?P<rest>.*)$")
 # "Hive1_12_06_2018_QueenBee____15_00_00.wav", "Hive3_20_07_2017_NO_QueenBee____06_10_00.wav"
 _NUHIVE = re.compile(
     r"^(?P<hive>Hive\d+)_(?P<date>\d{1,2}_\d{1,2}_\d{4})_(?P<state>(?:NO_)?Queen_?Bee)_*(?P<time>[\d_]*)$",
@@ -588,6 +588,60 @@ def _groups(hives: np.ndarray, recordings: np.ndarray) -> np.ndarray:
     return roots[hive_of]
 
 
+#: Up to this many groups the split is chosen among all subsets (exact); above it, greedily.
+_EXACT_GROUPS = 14
+
+
+def _choose_test_groups(
+    *, label_sets: list[set[int]], n_test: int, rng: np.random.Generator, names: Sequence[str]
+) -> list[int]:
+    """Indices of the test groups: as close to ``n_test`` as possible such that every label carried by at
+    least two groups is on both sides; random among the equally good choices."""
+    n = len(label_sets)
+    all_labels = sorted(set().union(*label_sets))
+    carriers = {lab: sum(lab in s for s in label_sets) for lab in all_labels}
+    for lab, count in carriers.items():
+        if count < 2:
+            log.warning("label %r is in one hive only: it cannot be in both train and test",
+                        names[lab] if lab < len(names) else lab)  # fmt: skip
+    multi = [lab for lab in all_labels if carriers[lab] >= 2]
+    has = np.array([[lab in s for lab in multi] for s in label_sets], dtype=bool).reshape(n, len(multi))
+    if n <= _EXACT_GROUPS:
+        masks = ((np.arange(1, 2**n - 1)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)
+        test_cov = (masks.astype(np.int64) @ has) > 0
+        train_cov = ((~masks).astype(np.int64) @ has) > 0
+        valid = np.all(test_cov & train_cov, axis=1)
+        if not valid.any():  # no split covers every label on both sides: the best size only
+            valid[:] = True
+        sizes = masks.sum(axis=1)
+        distance = np.where(valid, np.abs(sizes - n_test), n + 1)
+        best = np.flatnonzero(distance == distance.min())
+        return np.flatnonzero(masks[best[rng.integers(best.size)]]).tolist()
+    # Many hives: one test group per label first (the group covering most uncovered labels), then random.
+    order = rng.permutation(n).tolist()
+    test: list[int] = []
+
+    def keeps_train(candidate: int) -> bool:
+        rest = [g for g in range(n) if g not in test and g != candidate]
+        return bool(np.all(has[rest].any(axis=0))) if rest else False
+
+    while True:
+        uncovered = ~has[test].any(axis=0) if test else np.ones(len(multi), dtype=bool)
+        if not uncovered.any():
+            break
+        options = [g for g in order if g not in test and has[g][uncovered].any() and keeps_train(g)]
+        if not options:
+            break
+        test.append(max(options, key=lambda g: int(has[g][uncovered].sum())))
+    for g in order:
+        if len(test) >= n_test:
+            break
+        if g not in test and keeps_train(g):
+            test.append(g)
+    return test
+
+
+
 def grouped_split(*, windows: WindowSet, test_fraction: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train and test window indices with no hive (hence no recording) on both sides.
 
@@ -607,37 +661,12 @@ def grouped_split(*, windows: WindowSet, test_fraction: float = 0.25, seed: int 
     labels = np.asarray(windows.labels)
     label_sets = {int(g): set(np.unique(labels[groups == g]).tolist()) for g in group_ids}
     rng = np.random.default_rng(seed)
-    order = [int(g) for g in rng.permutation(group_ids)]
     n_test = min(group_ids.size - 1, max(1, round(test_fraction * group_ids.size)))
 
-    test: list[int] = []
-
-    def keeps_train_coverage(candidate: int) -> bool:
-        remaining = [g for g in order if g not in test and g != candidate]
-        covered = set().union(*(label_sets[g] for g in remaining)) if remaining else set()
-        needed = set().union(*(label_sets[g] for g in order if g not in test))
-        multi = {lab for lab in needed if sum(lab in label_sets[g] for g in order) >= 2}
-        return multi <= covered
-
-    # First one test group per label (rarest labels first), where the label lives in >= 2 groups.
-    all_labels = sorted(set(labels.tolist()), key=lambda lab: (sum(lab in s for s in label_sets.values()), lab))
-    for lab in all_labels:
-        if len(test) >= n_test or any(lab in label_sets[g] for g in test):
-            continue
-        carriers = [g for g in order if lab in label_sets[g] and g not in test]
-        if sum(lab in label_sets[g] for g in order) < 2:
-            log.warning("label %r is in one hive only: it cannot be in both train and test", windows.label_names[lab]
-                        if lab < len(windows.label_names) else lab)  # fmt: skip
-            continue
-        for g in carriers:
-            if keeps_train_coverage(g):
-                test.append(g)
-                break
-    for g in order:
-        if len(test) >= n_test:
-            break
-        if g not in test and keeps_train_coverage(g):
-            test.append(g)
+    test = _choose_test_groups(
+        label_sets=[label_sets[int(g)] for g in group_ids], n_test=n_test, rng=rng, names=windows.label_names
+    )
+    test = [int(group_ids[i]) for i in test]
 
     test_mask = np.isin(groups, test)
     train_idx, test_idx = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)

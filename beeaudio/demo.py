@@ -364,7 +364,7 @@ def train_model(*, recipe: ModelRecipe, folder: Path) -> dict[str, Any]:
         seed=recipe.synth_seed,
         sample_rate=recipe.synth_sample_rate,
     )
-    generate_dataset(out=data, config=synth, progress=True)
+    generate_dataset(out=data, config=synth, progress=False)
     config = TrainConfig(
         model="dnn",
         layers=recipe.layers,
@@ -373,7 +373,7 @@ def train_model(*, recipe: ModelRecipe, folder: Path) -> dict[str, Any]:
         patience=recipe.patience,
         seed=recipe.train_seed,
         verbose=0,
-        progress=True,
+        progress=False,  # the log file gets the summary lines, not progress bars
     )
     result = train_run(data=data, out=folder / "run", config=config, cache_dir=folder / "feature-cache")
     bundle_path = folder / f"{MODEL_NAME}.beemodel"

@@ -204,8 +204,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from beeaudio.features import FeatureConfig
-    from beeaudio.training.models import REPRESENTATION
-    from beeaudio.training.train import TrainConfig, train_run
+    from beeaudio.training.train import REPRESENTATION, TrainConfig, train_run
 
     overrides = {
         k: v

@@ -20,13 +20,11 @@ import logging
 import keras
 import numpy as np
 
+from beeaudio.training.train import MODEL_KINDS, REPRESENTATION  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
 INPUT_QUANTIZATION_LAYER = "input_quantization"
-
-MODEL_KINDS = ("dnn", "cnn")
-#: The representation of :class:`beeaudio.features.FeatureConfig` each family takes.
-REPRESENTATION = {"dnn": "stats", "cnn": "frames"}
 
 
 @keras.saving.register_keras_serializable(package="beeaudio")

@@ -44,6 +44,9 @@ REPRESENTATIVE_WINDOWS = 1000
 
 Transform = Callable[[np.ndarray, int], np.ndarray]
 
+MODEL_KINDS = ("dnn", "cnn")
+#: The representation of :class:`beeaudio.features.FeatureConfig` each family takes.
+REPRESENTATION = {"dnn": "stats", "cnn": "frames"}
 _DEFAULT_SIZE = {"dnn": (3, 128), "cnn": (2, 32)}
 
 
@@ -79,8 +82,6 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from beeaudio.training.models import MODEL_KINDS, REPRESENTATION
-
         if self.model not in MODEL_KINDS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
         default_layers, default_units = _DEFAULT_SIZE[self.model]
