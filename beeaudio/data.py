@@ -1,11 +1,12 @@
 """Datasets: find labelled hive recordings on disk, cut them into analysis windows, split them by hive.
 
-:func:`discover` understands four layouts (the first that applies wins):
+:func:`discover` understands three layouts (the first that applies wins):
 
 1. **A manifest** — ``root/manifest.csv`` with columns ``path,label`` and optionally ``hive``,
    ``recording``, ``start_s``, ``end_s`` (extra columns are ignored; ``path`` is relative to the manifest).
-   A missing ``hive`` is taken from the file name (layouts 2 and 4 below) or else is the recording itself;
-   a missing ``recording`` is the path without its suffix. This is what ``beeaudio synth`` writes.
+   A missing ``hive`` is taken from the file name (an OSBH / NU-Hive name or a ``<hive>__`` prefix, see
+   below) or else is the recording itself; a missing ``recording`` is the path without its suffix.
+   This is what ``beeaudio synth`` writes.
 2. **Open Source Beehives / NU-Hive file names** anywhere under ``root``:
    ``CF003 - Active - Day - (223).wav`` → hive ``CF003``, and the state mapped with :data:`STATE_LABELS`
    (``Active`` → ``normal``, ``Missing Queen`` → ``queenless``, ``Swarm`` → ``swarm``; an unknown state
@@ -208,10 +209,16 @@ def _apply_label_file(recording: Recording) -> list[Recording]:
     kept = _kept_segments(recording.start_s, recording.end_s, drops)
     log.debug("%s: %d nobee spans dropped, %d segments kept", recording.path, len(drops), len(kept))
     return [
-        Recording(path=recording.path, label=recording.label, hive=recording.hive, recording=recording.recording,
-                  start_s=s0, end_s=s1)
+        Recording(
+            path=recording.path,
+            label=recording.label,
+            hive=recording.hive,
+            recording=recording.recording,
+            start_s=s0,
+            end_s=s1,
+        )
         for s0, s1 in kept
-    ]  # fmt: skip
+    ]
 
 
 def _optional_float(value: str | None, *, where: str, column: str) -> float | None:
@@ -253,8 +260,9 @@ def _from_manifest(manifest: Path) -> list[Recording]:
             end = _optional_float(row.get("end_s"), where=where, column="end_s")
             if end is not None and end <= start:
                 raise DatasetError(f"{where}: end_s {end} is not after start_s {start}")
-            recordings.append(Recording(path=path, label=label, hive=hive, recording=recording_id,
-                                        start_s=start, end_s=end))  # fmt: skip
+            recordings.append(
+                Recording(path=path, label=label, hive=hive, recording=recording_id, start_s=start, end_s=end)
+            )
     if not recordings:
         raise DatasetError(f"{manifest}: the manifest lists no recordings")
     return recordings
@@ -264,16 +272,18 @@ def _audio_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not any(part.startswith(".") for part in
-                                                                           p.relative_to(root).parts)
-    )  # fmt: skip
+        if p.is_file()
+        and p.suffix.lower() in AUDIO_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def _from_files(root: Path) -> list[Recording]:
     files = _audio_files(root)
     if not files:
         raise DatasetError(
-            f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) and no {MANIFEST_NAME}: expected a manifest,"
+            f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) and no {MANIFEST_NAME}:"
+            " expected a manifest,"
             " class folders (<root>/<label>/*.wav) or Open Source Beehives / NU-Hive file names"
         )
     recordings: list[Recording] = []
@@ -299,8 +309,9 @@ def _from_files(root: Path) -> list[Recording]:
                 f" folders (<root>/<label>/), name them like 'CF003 - Active - Day - (1).wav', or list them"
                 f" in {MANIFEST_NAME} (columns path,label[,hive,recording,start_s,end_s])"
             )
-        log.warning("%s: skipped %d audio files with no label (not in a class folder): %s", root,
-                    len(unplaced), shown)  # fmt: skip
+        log.warning(
+            "%s: skipped %d audio files with no label (not in a class folder): %s", root, len(unplaced), shown
+        )
     return recordings
 
 
@@ -322,9 +333,13 @@ def discover(*, root: Path) -> list[Recording]:
         recordings = _from_files(root)
     out = [segment for recording in recordings for segment in _apply_label_file(recording)]
     log.info(
-        "%s: %d recordings (%d segments), %d hives, labels %s", root, len({r.recording for r in out}), len(out),
-        len({r.hive for r in out}), sorted({r.label for r in out}),
-    )  # fmt: skip
+        "%s: %d recordings (%d segments), %d hives, labels %s",
+        root,
+        len({r.recording for r in out}),
+        len(out),
+        len({r.hive for r in out}),
+        sorted({r.label for r in out}),
+    )
     return out
 
 
@@ -384,9 +399,17 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(content_sha: str, config: FeatureConfig, transform_key: str, start_s: float, end_s: float | None) -> str:
-    parts = (f"v{CACHE_FORMAT}", content_sha, config.fingerprint(), transform_key, f"{start_s:.6f}",
-             "end" if end_s is None else f"{end_s:.6f}")  # fmt: skip
+def _cache_key(
+    content_sha: str, config: FeatureConfig, transform_key: str, start_s: float, end_s: float | None
+) -> str:
+    parts = (
+        f"v{CACHE_FORMAT}",
+        content_sha,
+        config.fingerprint(),
+        transform_key,
+        f"{start_s:.6f}",
+        "end" if end_s is None else f"{end_s:.6f}",
+    )
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -494,7 +517,9 @@ def build_windows(
                 log.warning("skipping %s: cannot read it: %s", path, error)
                 continue
             hash_seconds += time.perf_counter() - t0
-            entry = _cache_path(cache_root, _cache_key(hashes[path], config, transform_key, rec.start_s, rec.end_s))
+            entry = _cache_path(
+                cache_root, _cache_key(hashes[path], config, transform_key, rec.start_s, rec.end_s)
+            )
             result = _read_cache(entry, config)
             if result is not None:
                 cache_hits += 1
@@ -524,8 +549,13 @@ def build_windows(
         window_feats, window_start = result
         if window_feats.shape[0] == 0:
             skipped += 1
-            log.info("%s [%.2f-%s s]: shorter than one %.1f s window, no windows", path, rec.start_s,
-                     "end" if rec.end_s is None else f"{rec.end_s:.2f}", config.window_seconds)  # fmt: skip
+            log.info(
+                "%s [%.2f-%s s]: shorter than one %.1f s window, no windows",
+                path,
+                rec.start_s,
+                "end" if rec.end_s is None else f"{rec.end_s:.2f}",
+                config.window_seconds,
+            )
             continue
         n = window_feats.shape[0]
         feats.append(window_feats)
@@ -535,8 +565,11 @@ def build_windows(
         recs.extend([rec.recording] * n)
 
     if failed:
-        log.warning("%d of %d files could not be decoded and were skipped", len(failed),
-                    len({Path(r.path) for r in recordings}))  # fmt: skip
+        log.warning(
+            "%d of %d files could not be decoded and were skipped",
+            len(failed),
+            len({Path(r.path) for r in recordings}),
+        )
     if not feats:
         raise ValueError(
             f"no analysis windows from {len(recordings)} recordings ({len(failed)} failed to decode, the rest"
@@ -544,10 +577,18 @@ def build_windows(
             + (f"; first failure: {next(iter(failed))}: {next(iter(failed.values()))}" if failed else "")
         )
     log.info(
-        "%d windows from %d segments: decode %.2f s, features %.2f s, hashing %.2f s, %d cache hits, %d decoded,"
-        " %d skipped", sum(f.shape[0] for f in feats), len(recordings), load_seconds, compute_seconds, hash_seconds,
-        cache_hits, decoded, skipped,
-    )  # fmt: skip
+        "%d windows from %d segments: decode %.2f s, features %.2f s, hashing %.2f s, %d cache hits,"
+        " %d decoded,"
+        " %d skipped",
+        sum(f.shape[0] for f in feats),
+        len(recordings),
+        load_seconds,
+        compute_seconds,
+        hash_seconds,
+        cache_hits,
+        decoded,
+        skipped,
+    )
     return WindowSet(
         features=np.concatenate(feats).astype(np.float32, copy=False),
         labels=np.concatenate(labels),
@@ -602,8 +643,10 @@ def _choose_test_groups(
     carriers = {lab: sum(lab in s for s in label_sets) for lab in all_labels}
     for lab, count in carriers.items():
         if count < 2:
-            log.warning("label %r is in one hive only: it cannot be in both train and test",
-                        names[lab] if lab < len(names) else lab)  # fmt: skip
+            log.warning(
+                "label %r is in one hive only: it cannot be in both train and test",
+                names[lab] if lab < len(names) else lab,
+            )
     multi = [lab for lab in all_labels if carriers[lab] >= 2]
     has = np.array([[lab in s for lab in multi] for s in label_sets], dtype=bool).reshape(n, len(multi))
     if n <= _EXACT_GROUPS:
@@ -641,8 +684,9 @@ def _choose_test_groups(
     return test
 
 
-
-def grouped_split(*, windows: WindowSet, test_fraction: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def grouped_split(
+    *, windows: WindowSet, test_fraction: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Train and test window indices with no hive (hence no recording) on both sides.
 
     About ``test_fraction`` of the hives go to test, chosen at random (``seed``), but stratified: every
@@ -656,7 +700,8 @@ def grouped_split(*, windows: WindowSet, test_fraction: float = 0.25, seed: int 
     group_ids = np.unique(groups)
     if group_ids.size < 2:
         raise ValueError(
-            f"a grouped split needs at least two hives, got {group_ids.size} ({sorted(set(windows.hives.tolist()))})"
+            f"a grouped split needs at least two hives, got {group_ids.size}"
+            f" ({sorted(set(windows.hives.tolist()))})"
         )
     labels = np.asarray(windows.labels)
     label_sets = {int(g): set(np.unique(labels[groups == g]).tolist()) for g in group_ids}
@@ -674,8 +719,12 @@ def grouped_split(*, windows: WindowSet, test_fraction: float = 0.25, seed: int 
     recs = np.asarray(windows.recordings)
     shared_hives = set(hives[train_idx].tolist()) & set(hives[test_idx].tolist())
     shared_recs = set(recs[train_idx].tolist()) & set(recs[test_idx].tolist())
-    assert not shared_hives and not shared_recs, f"split leaks hives {shared_hives} / recordings {shared_recs}"
+    assert not shared_hives and not shared_recs, (
+        f"split leaks hives {shared_hives} / recordings {shared_recs}"
+    )
     missing = set(labels[train_idx].tolist()) ^ set(labels[test_idx].tolist())
     if missing:
-        log.warning("labels %s are only on one side of the split", sorted(windows.label_names[i] for i in missing))
+        log.warning(
+            "labels %s are only on one side of the split", sorted(windows.label_names[i] for i in missing)
+        )
     return train_idx, test_idx

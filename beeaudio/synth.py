@@ -141,7 +141,7 @@ class StateProfile:
 
 @dataclass(frozen=True)
 class HiveProfile:
-    """One synthetic colony with its microphone and site: everything that stays fixed across its recordings."""
+    """One synthetic colony with its microphone and site: all that stays fixed across its recordings."""
 
     seed: int
     f0: float
@@ -167,7 +167,7 @@ class HiveProfile:
 
 
 def hive_seed(*, seed: int, index: int) -> int:
-    """Seed of hive ``index`` in a dataset seeded ``seed`` (what :func:`render_timeline` takes as hive_seed)."""
+    """Seed of hive ``index`` in a dataset seeded ``seed`` (the ``hive_seed`` of :func:`render_timeline`)."""
     return _derive(seed, "hive", index)
 
 
@@ -223,7 +223,7 @@ def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
             tilt=0.0,
             jitter=float(u(0.002, 0.008)),
             breadth=float(u(0.6, 1.2)),
-            am_fast=float(u(0.03, 0.10)),
+            am_fast=float(u(0.02, 0.08)),
             am_slow=float(u(0.05, 0.2)),
             irregularity=float(u(0.03, 0.1)),
             spread=float(u(0.06, 0.1)),
@@ -242,7 +242,7 @@ def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
             tilt=float(u(0.2, 1.0)),
             jitter=float(u(0.015, 0.035)),
             breadth=float(u(1.5, 3.0)),
-            am_fast=float(u(0.3, 0.6)),
+            am_fast=float(u(0.45, 0.8)),
             am_slow=float(u(0.1, 0.3)),
             irregularity=float(u(0.4, 0.7)),
             spread=float(u(0.08, 0.14)),
@@ -298,7 +298,9 @@ def _shaped_noise(rng: np.random.Generator, n: int, sample_rate: float, gain: ob
     return out / rms if rms > 0 else out
 
 
-def _lowpass_process(rng: np.random.Generator, n: int, rate: float, cutoff: float, low: float = 0.0) -> np.ndarray:
+def _lowpass_process(
+    rng: np.random.Generator, n: int, rate: float, cutoff: float, low: float = 0.0
+) -> np.ndarray:
     """Unit-variance smooth random process (for control signals): noise band-limited to [low, cutoff] Hz."""
 
     def gain(f: np.ndarray) -> np.ndarray:
@@ -332,7 +334,9 @@ class _Controls:
     n_harm: int
 
 
-def _state_weights(segments: Sequence[tuple[str, float]], nc: int, transition_s: float) -> tuple[np.ndarray, tuple[str, ...]]:
+def _state_weights(
+    segments: Sequence[tuple[str, float]], nc: int, transition_s: float
+) -> tuple[np.ndarray, tuple[str, ...]]:
     states = tuple(dict.fromkeys(label for label, _ in segments))
     weights = np.zeros((nc, len(states)))
     t = 0.0
@@ -349,7 +353,9 @@ def _state_weights(segments: Sequence[tuple[str, float]], nc: int, transition_s:
         kernel /= kernel.sum()
         pad = width // 2 + 1
         padded = np.pad(weights, ((pad, pad), (0, 0)), mode="edge")
-        smoothed = np.stack([np.convolve(padded[:, j], kernel, mode="same") for j in range(len(states))], axis=1)
+        smoothed = np.stack(
+            [np.convolve(padded[:, j], kernel, mode="same") for j in range(len(states))], axis=1
+        )
         weights = smoothed[pad : pad + nc]
         weights /= weights.sum(axis=1, keepdims=True)
     return weights, states
@@ -385,7 +391,9 @@ def _controls(
     day = 5.0 * np.cos(2 * np.pi * (hours - 14.0) / 24.0)
     log_env = am_fast * bursts - 0.5 * am_fast**2 + am_slow * wander + (level_db + day) * (math.log(10) / 20)
     max_f0 = float(f0.max())
-    n_harm = int(min(len(hive.harmonic_db), max(1, MAX_HARMONIC_HZ // max_f0), (0.45 * sample_rate) // max_f0))
+    n_harm = int(
+        min(len(hive.harmonic_db), max(1, MAX_HARMONIC_HZ // max_f0), (0.45 * sample_rate) // max_f0)
+    )
     phase_noise = np.stack([_lowpass_process(rng, nc, CONTROL_RATE, 20.0) for _ in range(n_harm)])
     flutter = np.stack([_lowpass_process(rng, nc, CONTROL_RATE, 8.0, low=1.0) for _ in range(n_harm)])
     irregularity = mix("irregularity")
@@ -430,7 +438,9 @@ def _upsample(values: np.ndarray, start: int, n: int, sample_rate: int) -> np.nd
     return out.reshape(*v.shape[:-1], count * ratio)[..., :n]
 
 
-def _hum(hive: HiveProfile, ctl: _Controls, start: int, n: int, sample_rate: int, theta: np.ndarray) -> np.ndarray:
+def _hum(
+    hive: HiveProfile, ctl: _Controls, start: int, n: int, sample_rate: int, theta: np.ndarray
+) -> np.ndarray:
     """The harmonic hum (unit RMS when steady): harmonic k at k·f0 with per-harmonic phase noise."""
     k = np.arange(1, ctl.n_harm + 1, dtype=np.float64)
     base_db = np.asarray(hive.harmonic_db[: ctl.n_harm])
@@ -446,7 +456,9 @@ def _hum(hive: HiveProfile, ctl: _Controls, start: int, n: int, sample_rate: int
         m = min(chunk, n - first)
         phases = k[:, None] * theta[None, first : first + m]
         phases += _upsample(phase_noise, start + first, m, sample_rate)
-        out[first : first + m] = np.einsum("ij,ij->j", _upsample(amps, start + first, m, sample_rate), np.cos(phases))
+        out[first : first + m] = np.einsum(
+            "ij,ij->j", _upsample(amps, start + first, m, sample_rate), np.cos(phases)
+        )
     return out
 
 
@@ -532,7 +544,9 @@ def _background(
         click_len = max(8, int(0.006 * sample_rate))
         decay = np.exp(-np.arange(click_len) / (0.0015 * sample_rate))
         for start in rng.integers(0, max(1, n - click_len), size=count):
-            out[start : start + click_len] += level * rng.lognormal(0.0, 0.5) * decay * rng.standard_normal(click_len)
+            out[start : start + click_len] += (
+                level * rng.lognormal(0.0, 0.5) * decay * rng.standard_normal(click_len)
+            )
     if rng.random() < hive.bird_prob * (1.0 if daytime else 0.2):  # birds: chirps sweeping in 2-5 kHz
         for _ in range(int(rng.integers(1, 6))):
             phrase = float(rng.uniform(0.0, n / sample_rate))
@@ -547,7 +561,9 @@ def _background(
                 tt = np.arange(b - a) / sample_rate
                 freq = np.minimum(f_lo + (f_hi - f_lo) * tt / length, 0.95 * nyq)
                 env = np.sin(np.pi * np.clip(tt / length, 0, 1)) ** 2
-                out[a:b] += _db(rng.uniform(-10.0, 4.0)) * env * np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+                out[a:b] += (
+                    _db(rng.uniform(-10.0, 4.0)) * env * np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+                )
     if rng.random() < hive.speech_prob * (1.0 if daytime else 0.3):  # a beekeeper talking nearby
         for _ in range(int(rng.integers(1, 4))):
             length = float(rng.uniform(0.4, 2.5))
@@ -595,7 +611,9 @@ def _microphone(x: np.ndarray, hive: HiveProfile, sample_rate: int, rng: np.rand
     f = np.maximum(np.fft.rfftfreq(m, 1.0 / sample_rate), 1.0)
     tilt = hive.mic_tilt_db_per_octave + float(rng.normal(0.0, 0.4))
     eq_db = tilt * np.log2(f / 400.0)
-    eq_db += hive.mic_resonance_db * np.exp(-0.5 * (np.log2(f / hive.mic_resonance_hz) / hive.mic_resonance_octaves) ** 2)
+    eq_db += hive.mic_resonance_db * np.exp(
+        -0.5 * (np.log2(f / hive.mic_resonance_hz) / hive.mic_resonance_octaves) ** 2
+    )
     eq_db = np.clip(eq_db, -30.0, 20.0)
     highpass = 1.0 / np.sqrt(1.0 + (hive.mic_highpass_hz / f) ** 4)
     spectrum *= _db(eq_db + hive.mic_gain_db + float(rng.normal(0.0, 1.0))) * highpass
@@ -623,8 +641,10 @@ def _render_block(
     pos = (start + np.arange(n)) * (CONTROL_RATE / sample_rate)
     f0 = np.interp(pos, np.arange(ctl.f0.size), ctl.f0)
     # Phase of the fundamental: the integral of f0 from the start of the timeline, so blocks line up.
-    nc0 = start * CONTROL_RATE / sample_rate
-    theta0 = 2 * np.pi * float(np.sum(ctl.f0[: int(nc0)])) / CONTROL_RATE
+    theta0 = 0.0
+    if start:  # the same sum of the same interpolated samples as an unbroken rendering would have made
+        before = np.interp(np.arange(start) * (CONTROL_RATE / sample_rate), np.arange(ctl.f0.size), ctl.f0)
+        theta0 = 2 * np.pi * float(np.sum(before)) / sample_rate
     theta = theta0 + 2 * np.pi * np.cumsum(f0) / sample_rate
     bee = _hum(hive, ctl, start, n, sample_rate, theta) * np.interp(pos, np.arange(ctl.tonal.size), ctl.tonal)
     for j, name in enumerate(ctl.states):
@@ -680,13 +700,25 @@ def render_timeline(
     hive = hive_profile(hive_seed=hive_seed)
     rng = _rng("timeline", hive_seed, seed)
     ctl = _controls(
-        hive=hive, segments=segments, sample_rate=sample_rate, rng=rng, transition_s=transition_seconds, hour=hour
+        hive=hive,
+        segments=segments,
+        sample_rate=sample_rate,
+        rng=rng,
+        transition_s=transition_seconds,
+        hour=hour,
     )
     total = round(sum(s for _, s in segments) * sample_rate)
     block = round(BLOCK_SECONDS * sample_rate)
     if total <= block + round(BLOCK_SECONDS * sample_rate) // 2:
         out = _render_block(
-            hive=hive, ctl=ctl, start=0, n=total, sample_rate=sample_rate, rng=rng, hour=hour, background=background
+            hive=hive,
+            ctl=ctl,
+            start=0,
+            n=total,
+            sample_rate=sample_rate,
+            rng=rng,
+            hour=hour,
+            background=background,
         )
         return _limit(out).astype(np.float32)
     fade = round(_CROSSFADE_SECONDS * sample_rate)
@@ -792,10 +824,6 @@ def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -
     writer.writerows(rows)
     manifest = out / "manifest.csv"
     _write_text_atomic(manifest, buffer.getvalue())
-    _write_text_atomic(
-        out / "README.txt", _README.format(config=config, columns=",".join(MANIFEST_COLUMNS))
-    )
+    _write_text_atomic(out / "README.txt", _README.format(config=config, columns=",".join(MANIFEST_COLUMNS)))
     log.info("wrote %d synthetic recordings (%s) to %s", len(rows), config, out)
     return manifest
-
-

@@ -20,8 +20,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from service.alerts import HIVE_OFFLINE, SWARM_ENDED, SWARM_STARTED, record_alert
-from service.db import hive_state, hive_steps, hives, insert_for, rollup_labels, rollups, write_transaction
+from service.db import (
+    alerts,
+    hive_state,
+    hive_steps,
+    hives,
+    insert_for,
+    rollup_labels,
+    rollups,
+    write_transaction,
+)
 from service.state import INITIAL, SWARM, UNKNOWN, ParamsError, StateParams, Step, confidence, next_step
+from service.timeutil import iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -230,14 +240,26 @@ def apply_step(
     }
     if step.state != previous_state and SWARM in (step.state, previous_state):
         kind = SWARM_STARTED if step.state == SWARM else SWARM_ENDED
+        since_ms = step.since_ms if step.since_ms is not None else now_ms
+        # A late batch can show that the new state began (event time) before the state it replaces was
+        # announced: the swarm alerted at 05:11 "ended" at 04:31. Such an alert is dated when the old
+        # state was announced, so swarm alerts never go back in time; ``since`` keeps the event time.
+        announced_ms = conn.execute(
+            sa.select(sa.func.max(alerts.c.at_ms)).where(
+                alerts.c.hive_id == hive_id, alerts.c.kind.in_((SWARM_STARTED, SWARM_ENDED))
+            )
+        ).scalar()
+        revised = announced_ms is not None and since_ms < announced_ms
         record_alert(
             conn,
             hive_id=hive_id,
             kind=kind,
-            at_ms=step.since_ms if step.since_ms is not None else now_ms,
+            at_ms=announced_ms if revised else since_ms,
             details={
                 "from": previous_state,
                 "to": step.state,
+                "since": iso_ms(since_ms),
+                "revised": revised,
                 "score": step.score,
                 "n_window": step.n_window,
                 "params": params.to_dict(),

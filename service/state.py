@@ -6,9 +6,10 @@ holds data (a *step*), in event time:
 * ``score`` = mean swarm_score of all events in the buckets of the last ``smoothing_seconds`` (the step's
   own bucket included), ``n`` = how many events that is;
 * ``n < min_events`` -> ``unknown`` (not enough data to say anything);
-* from ``unknown``: ``swarm`` if ``score >= enter_swarm`` else ``normal`` (the smoothing window already
-  holds ``min_events`` readings);
-* from ``normal``: to ``swarm`` after ``confirm_buckets`` consecutive steps with ``score >= enter_swarm``;
+* from ``unknown``: ``normal`` at once if ``score < enter_swarm``; ``swarm`` only after ``confirm_buckets``
+  consecutive steps with ``score >= enter_swarm`` (the hive stays ``unknown`` meanwhile);
+* from ``normal``: to ``swarm`` after ``confirm_buckets`` consecutive steps with ``score >= enter_swarm``
+  (entering ``swarm`` needs the same confirmation from any state);
 * from ``swarm``: to ``normal`` after ``confirm_buckets`` consecutive steps with ``score <= exit_swarm``.
 
 ``enter_swarm > exit_swarm`` is the hysteresis band: a score between them changes nothing. ``since`` is the
@@ -123,10 +124,12 @@ def next_step(
         if previous.state == UNKNOWN:
             return base
         return replace(base, state=UNKNOWN, since_ms=at_ms)
-    if previous.state == UNKNOWN:
-        state = SWARM if score >= params.enter_swarm else NORMAL
-        return replace(base, state=state, since_ms=at_ms)
-    if previous.state == NORMAL:
+    if previous.state == UNKNOWN and score < params.enter_swarm:
+        # Nothing to confirm: normal is the state a hive is in unless the score says otherwise.
+        return replace(base, state=NORMAL, since_ms=at_ms)
+    if previous.state in (UNKNOWN, NORMAL):
+        # The first decision gets no shortcut: a flicker right after a gap (or at the start of a backlog,
+        # or of a file uploaded out of order) must not become a swarm. Until confirmed it stays unknown.
         beyond, target = score >= params.enter_swarm, SWARM
     else:
         beyond, target = score <= params.exit_swarm, NORMAL

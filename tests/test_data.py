@@ -1,4 +1,4 @@
-"""Dataset discovery, the feature cache and the grouped split (beeaudio.data), on layouts built in tmp_path."""
+"""Dataset discovery, the feature cache and the grouped split (beeaudio.data), on layouts in tmp_path."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ SR = 8000
 CONFIG = FeatureConfig()
 
 
-def write_tone(path: Path, *, seconds: float = 3.0, freq: float = 250.0, seed: int = 0, rate: int = SR) -> Path:
+def write_tone(
+    path: Path, *, seconds: float = 3.0, freq: float = 250.0, seed: int = 0, rate: int = SR
+) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * rate)) / rate
     y = 0.2 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)
@@ -39,8 +41,12 @@ def test_manifest_with_all_columns(tmp_path: Path) -> None:
     )
     recs = discover(root=tmp_path)
     assert recs == [
-        Recording(path=tmp_path / "a" / "one.wav", label="normal", hive="H1", recording="r1", start_s=0.0, end_s=3.0),
-        Recording(path=tmp_path / "b" / "two.wav", label="swarm", hive="H2", recording="r2", start_s=0.5, end_s=None),
+        Recording(
+            path=tmp_path / "a" / "one.wav", label="normal", hive="H1", recording="r1", start_s=0.0, end_s=3.0
+        ),
+        Recording(
+            path=tmp_path / "b" / "two.wav", label="swarm", hive="H2", recording="r2", start_s=0.5, end_s=None
+        ),
     ]
     assert discover(root=tmp_path / "manifest.csv") == recs  # the manifest file itself is accepted too
 
@@ -50,7 +56,8 @@ def test_manifest_derives_hive_and_recording(tmp_path: Path) -> None:
     write_tone(tmp_path / "x" / "hiveZ__morning.wav")
     write_tone(tmp_path / "x" / "plain.wav")
     (tmp_path / "manifest.csv").write_text(
-        "label,path\nnormal,x/CF003 - Active - Day - (223).wav\nswarm,x/hiveZ__morning.wav\nswarm,x/plain.wav\n"
+        "label,path\nnormal,x/CF003 - Active - Day - (223).wav\n"
+        "swarm,x/hiveZ__morning.wav\nswarm,x/plain.wav\n"
     )
     recs = discover(root=tmp_path)
     assert [(r.hive, r.recording, r.label) for r in recs] == [
@@ -137,7 +144,11 @@ def test_nuhive_lab_file_with_header_line(tmp_path: Path) -> None:
     wav.with_suffix(".lab").write_text(
         "Hive1_12_06_2018_QueenBee____15_00_00\n0\t2.5\tbee\n2.5\t4.0\tnobee\n4.0\t8.0\tbee\n.\n"
     )
-    assert data.read_label_file(wav.with_suffix(".lab")) == [(0.0, 2.5, "bee"), (2.5, 4.0, "nobee"), (4.0, 8.0, "bee")]
+    assert data.read_label_file(wav.with_suffix(".lab")) == [
+        (0.0, 2.5, "bee"),
+        (2.5, 4.0, "nobee"),
+        (4.0, 8.0, "bee"),
+    ]
     assert [(r.start_s, r.end_s) for r in discover(root=tmp_path)] == [(0.0, 2.5), (4.0, None)]
 
 
@@ -175,11 +186,13 @@ def test_build_windows_and_cache(tmp_path: Path) -> None:
     def louder(audio: np.ndarray, rate: int) -> np.ndarray:
         return audio * 2.0
 
-    aug = build_windows(recordings=recs, config=CONFIG, cache_dir=cache, transform=louder, transform_key="x2",
-                        progress=False)  # fmt: skip
+    aug = build_windows(
+        recordings=recs, config=CONFIG, cache_dir=cache, transform=louder, transform_key="x2", progress=False
+    )
     assert aug.decoded == 6 and not np.allclose(aug.features, first.features)
-    again = build_windows(recordings=recs, config=CONFIG, cache_dir=cache, transform=louder, transform_key="x2",
-                          progress=False)  # fmt: skip
+    again = build_windows(
+        recordings=recs, config=CONFIG, cache_dir=cache, transform=louder, transform_key="x2", progress=False
+    )
     assert again.decoded == 0
     write_tone(recs[0].path, seconds=4.0, freq=300.0, seed=9)  # new content under the same name
     edited = build_windows(recordings=recs, config=CONFIG, cache_dir=cache, progress=False)
@@ -192,8 +205,10 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path: Path, caplog: pytes
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
     text = tmp_path / "h1" / "text.wav"
     text.write_text("this is not audio at all")
-    recs += [Recording(path=bad, label="swarm", hive="h0", recording="h0/broken"),
-             Recording(path=text, label="normal", hive="h1", recording="h1/text")]  # fmt: skip
+    recs += [
+        Recording(path=bad, label="swarm", hive="h0", recording="h0/broken"),
+        Recording(path=text, label="normal", hive="h1", recording="h1/text"),
+    ]
     with caplog.at_level(logging.WARNING, logger="beeaudio.data"):
         windows = build_windows(recordings=recs, config=CONFIG, cache_dir=tmp_path / "cache", progress=False)
     assert windows.skipped == 2 and set(windows.skipped_files) == {str(bad), str(text)}
@@ -205,8 +220,9 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path: Path, caplog: pytes
 
 def test_label_names_fix_the_order_and_reject_unknown_labels(tmp_path: Path) -> None:
     recs = _recordings(tmp_path)
-    windows = build_windows(recordings=recs, config=CONFIG, label_names=["swarm", "normal", "queenless"],
-                            progress=False)  # fmt: skip
+    windows = build_windows(
+        recordings=recs, config=CONFIG, label_names=["swarm", "normal", "queenless"], progress=False
+    )
     assert windows.label_names == ("swarm", "normal", "queenless")
     assert set(windows.labels.tolist()) == {0, 1}
     with pytest.raises(ValueError, match="not among label_names"):
@@ -226,10 +242,16 @@ def fake_windows(hive_labels: list[list[int]], per_recording: int = 3) -> Window
     n = len(labels)
     n_labels = max(labels) + 1
     return WindowSet(
-        features=np.zeros((n, 2), np.float32), labels=np.array(labels), label_names=tuple(f"l{i}" for i in range(n_labels)),
-        hives=np.array(hives), recordings=np.array(recs), starts=np.zeros(n), load_seconds=0.0, compute_seconds=0.0,
+        features=np.zeros((n, 2), np.float32),
+        labels=np.array(labels),
+        label_names=tuple(f"l{i}" for i in range(n_labels)),
+        hives=np.array(hives),
+        recordings=np.array(recs),
+        starts=np.zeros(n),
+        load_seconds=0.0,
+        compute_seconds=0.0,
         cache_hits=0,
-    )  # fmt: skip
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,7 +4,8 @@ out-of-order events give the in-order state, offline detection, history from rol
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +13,6 @@ import sqlalchemy as sa
 from service.hive_state import sweep_offline
 from service.state import INITIAL, NORMAL, SWARM, UNKNOWN, ParamsError, StateParams, next_step
 from tests.service_fixtures import ADMIN, T0, timeline
-
 
 
 def run(scores: list[tuple[int, float]], params: StateParams) -> list[str]:
@@ -37,10 +37,26 @@ def test_entering_swarm_needs_consecutive_confirmation() -> None:
     assert states == [NORMAL, NORMAL, NORMAL, NORMAL, SWARM, SWARM]
 
 
+def test_entering_swarm_from_unknown_needs_the_same_confirmation() -> None:
+    # The first decision is no exception: one bucket over enter_swarm is a flicker from any state.
+    assert run([(6, 0.9), (6, 0.1), (6, 0.1)], PARAMS) == [UNKNOWN, NORMAL, NORMAL]
+    assert run([(6, 0.9), (6, 0.9), (6, 0.9)], PARAMS) == [UNKNOWN, SWARM, SWARM]
+    # A run towards swarm is broken by a step with too few events, as a run from normal would be.
+    assert run([(6, 0.9), (4, 0.9), (6, 0.9), (6, 0.9)], PARAMS) == [UNKNOWN] * 3 + [SWARM]
+    # Below enter_swarm there is nothing to confirm: normal at once, as before.
+    assert run([(6, 0.5)], PARAMS) == [NORMAL]
+    # With confirm_buckets=1 a single step decides, from unknown as from normal.
+    assert run([(6, 0.9)], replace(PARAMS, confirm_buckets=1)) == [SWARM]
+    step = INITIAL
+    for i, mean in enumerate([0.9, 0.9]):
+        step = next_step(previous=step, bucket_start=60 * i, n_window=6, swarm_sum=6 * mean, params=PARAMS)
+    assert (step.state, step.since_ms) == (SWARM, 0)  # since = the start of the confirming run
+
+
 def test_hysteresis_band_keeps_the_state() -> None:
     # Scores between exit (0.4) and enter (0.6) change nothing, whichever state the hive is in.
-    swarm = run([(6, 0.9), (6, 0.5), (6, 0.45), (6, 0.55), (6, 0.3), (6, 0.2)], PARAMS)
-    assert swarm == [SWARM, SWARM, SWARM, SWARM, SWARM, NORMAL]
+    swarm = run([(6, 0.9), (6, 0.9), (6, 0.5), (6, 0.45), (6, 0.55), (6, 0.3), (6, 0.2)], PARAMS)
+    assert swarm == [UNKNOWN, SWARM, SWARM, SWARM, SWARM, SWARM, NORMAL]
     normal = run([(6, 0.1), (6, 0.5), (6, 0.59), (6, 0.55)], PARAMS)
     assert normal == [NORMAL] * 4
 
@@ -205,3 +221,135 @@ def test_params_change_rederives_state(collector) -> None:
         "/api/v1/hives/h1/params", json={"state_params": {"enter_swarm": 2}}, headers=ADMIN
     )
     assert bad.status_code == 422
+
+
+def _alerts(collector, hive_id: str) -> list[dict]:
+    response = collector.client.get("/api/v1/alerts", params={"hive_id": hive_id}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _upload(collector, device: dict, batches: list[list], tag: str) -> None:
+    for i, batch in enumerate(batches):
+        response = collector.send(device, batch, batch_id=f"{tag}-{i}")
+        assert response.status_code == 200, response.text
+
+
+def _in_batches(events: list, size: int = 100) -> list[list]:
+    return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+def _assert_alerts_in_order(alerts: list[dict]) -> None:
+    # Swarm alerts alternate and each one is dated at or after the one whose state it ends.
+    swarm = [a for a in alerts if a["kind"] in ("swarm_started", "swarm_ended")]
+    kinds = [a["kind"] for a in swarm]
+    assert kinds == ["swarm_started", "swarm_ended"] * (len(kinds) // 2) + ["swarm_started"] * (
+        len(kinds) % 2
+    )
+    moments = [datetime.fromisoformat(a["at"].replace("Z", "+00:00")) for a in swarm]
+    assert moments == sorted(moments), swarm
+
+
+def test_normal_hive_files_out_of_order_raise_no_swarm_alert(collector) -> None:
+    """The demo run: an agent read a short recording (05:10:30, one minute of flicker) before the 40
+    minutes that precede it. The first decision on the short file went straight from unknown to swarm
+    (no confirmation), and when the earlier file landed the collector said swarm_ended dated 04:31,
+    before the swarm_started of 05:11."""
+    day = T0.replace(hour=0)
+    results = {}
+    for hive_id, order in (("in-order", "in"), ("files-swapped", "swapped")):
+        collector.add_hive(hive_id)
+        device = collector.add_device(hive_id, f"dev-{hive_id}")
+        # 6 s apart: 10 events per 60-s bucket, so min_events (10) needs a full bucket.
+        file_a = timeline(
+            hive_id=hive_id,
+            device_id=device["device_id"],
+            start=day.replace(hour=4, minute=31),
+            segments=[(0.02, 395)],
+            step_s=6,
+        )
+        file_b = timeline(
+            hive_id=hive_id,
+            device_id=device["device_id"],
+            start=day.replace(hour=5, minute=10, second=30),
+            segments=[(0.02, 5), (0.95, 10), (0.02, 10)],
+            step_s=6,
+        )
+        files = [file_a, file_b] if order == "in" else [file_b, file_a]
+        for f, events in enumerate(files):
+            _upload(collector, device, _in_batches(events), tag=f"{hive_id}-{f}")
+        results[hive_id] = (_comparable(collector.status(hive_id)), _steps(collector, hive_id))
+        assert [a["kind"] for a in _alerts(collector, hive_id)] == [], order
+    assert results["in-order"][0]["state"] == NORMAL
+    assert results["files-swapped"] == results["in-order"]
+
+
+def test_late_batch_before_since_never_dates_an_alert_before_the_one_it_ends(collector) -> None:
+    """A swarm seen on a fresh upload, then the 40 minutes before it arrive newest batch first: the smoothed
+    score says the hive was normal all along, so the swarm ends. The alert must not be dated before the
+    swarm_started it ends (the new normal state's ``since`` is 04:31, far earlier)."""
+    day = T0.replace(hour=0)
+    results = {}
+    for hive_id, order in (("in-order", "in"), ("late", "late")):
+        collector.add_hive(hive_id)
+        device = collector.add_device(hive_id, f"dev-{hive_id}")
+        before = timeline(
+            hive_id=hive_id,
+            device_id=device["device_id"],
+            start=day.replace(hour=4, minute=31),
+            segments=[(0.05, 400)],
+            step_s=6,
+        )
+        burst = timeline(
+            hive_id=hive_id,
+            device_id=device["device_id"],
+            start=day.replace(hour=5, minute=11),
+            segments=[(0.9, 40)],
+            step_s=6,
+        )
+        if order == "in":
+            _upload(collector, device, _in_batches(before + burst), tag=hive_id)
+        else:
+            _upload(collector, device, [burst], tag=f"{hive_id}-burst")
+            assert collector.status(hive_id)["state"] == SWARM
+            _upload(collector, device, _in_batches(before)[::-1], tag=f"{hive_id}-before")
+        results[hive_id] = (_comparable(collector.status(hive_id)), _steps(collector, hive_id))
+    assert results["late"] == results["in-order"]
+    assert results["late"][0]["state"] == NORMAL
+    assert results["late"][0]["since"].startswith(day.replace(hour=4, minute=31).strftime("%Y-%m-%dT%H:%M"))
+    assert _alerts(collector, "in-order") == []
+    alerts = _alerts(collector, "late")
+    assert [a["kind"] for a in alerts] == ["swarm_started", "swarm_ended"]
+    _assert_alerts_in_order(alerts)
+    started, ended = alerts
+    assert ended["at"] == started["at"]  # the swarm is withdrawn, not back-dated
+    assert ended["details"]["revised"] is True
+    assert ended["details"]["since"] < started["at"]  # when the new state began, in event time
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_clearly_normal_hive_never_swarms_whatever_the_batches(collector, seed: int) -> None:
+    """Events all near 0, files in random order with gaps, batches of random sizes that split buckets."""
+    rng = random.Random(seed)
+    collector.add_hive("calm")
+    device = collector.add_device("calm", "dev-calm")
+    files, at = [], T0.replace(hour=3)
+    for _ in range(8):
+        at += timedelta(seconds=rng.choice([0, 7, 45, 400]))
+        n = rng.randint(15, 150)
+        events = timeline(
+            hive_id="calm", device_id="dev-calm", start=at, segments=[(0.01, n)], step_s=rng.choice([2, 6])
+        )
+        files.append([replace(e, swarm_score=rng.uniform(0.0, 0.05)) for e in events])
+        at = events[-1].window_start + timedelta(seconds=6)
+    rng.shuffle(files)
+    batches = []
+    for events in files:
+        i = 0
+        while i < len(events):
+            size = rng.choice([3, 9, 100])
+            batches.append(events[i : i + size])
+            i += size
+    _upload(collector, device, batches, tag="calm")
+    assert [a["kind"] for a in _alerts(collector, "calm")] == []
+    assert collector.status("calm")["state"] == NORMAL

@@ -273,8 +273,9 @@ def _determinism_note() -> list[str]:
         "",
         "Seeds: the split, the validation hives, Keras weights and dropout (`keras.utils.set_random_seed` "
         "before every model), the MP3 bitrate drawn per recording, the GMM "
-        "and logistic regression all derive from the one `--seed`. A rerun on the same machine and software "
-        "gives the same table; another CPU or TensorFlow build can change the last digits (floating-point "
+        "and logistic regression all derive from the one `--seed`, so a rerun on the same machine and "
+        "software should give the same table (TensorFlow's global op-determinism switch is not set); "
+        "another CPU or TensorFlow build can change the last digits (floating-point "
         "reduction order), and ffmpeg's MP3 encoder version can change the MP3 rows slightly.",
         "",
     ]
