@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 EVENT_SCHEMA = "beeaudio.event/1"
@@ -31,7 +31,7 @@ def utc_iso(moment: datetime) -> str:
     """ISO 8601 with an explicit ``Z``; naive datetimes are refused rather than guessed."""
     if moment.tzinfo is None:
         raise EventError("timestamps must be timezone-aware (UTC)")
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_utc(text: str) -> datetime:
@@ -41,7 +41,7 @@ def parse_utc(text: str) -> datetime:
         raise EventError(f"not an ISO 8601 timestamp: {text!r}") from exc
     if moment.tzinfo is None:
         raise EventError(f"timestamp without a time zone: {text!r}")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)

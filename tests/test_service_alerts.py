@@ -16,7 +16,6 @@ from service.app import create_app
 from service.db import webhook_deliveries
 from tests.service_fixtures import T0, Clock, make_settings, timeline
 
-
 GOOD, BAD = "http://hooks.example/good", "http://hooks.example/bad"
 
 

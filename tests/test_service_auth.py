@@ -14,7 +14,6 @@ from service.settings import Settings, SettingsError, resolve_admin_token
 from tests.service_fixtures import ADMIN, READER, T0, bearer, timeline
 
 
-
 @pytest.fixture
 def two_hives(collector):
     collector.add_hive("hive-a")

@@ -22,7 +22,6 @@ import pytest
 from beeaudio.events import make_batch
 from tests.service_fixtures import ADMIN, ADMIN_TOKEN, timeline
 
-
 pytestmark = pytest.mark.slow
 
 

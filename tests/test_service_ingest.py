@@ -14,7 +14,6 @@ from service.db import make_engine, metadata
 from tests.service_fixtures import ADMIN, T0, bearer, timeline
 
 
-
 @pytest.fixture
 def hive(collector):
     collector.add_hive("h1")

@@ -8,7 +8,6 @@ import hashlib
 from tests.service_fixtures import ADMIN, READER, bearer, fake_bundle_bytes
 
 
-
 def _upload(collector, content: bytes, *, multipart: bool = False):
     if multipart:
         return collector.client.post("/api/v1/models", files={"file": ("m.beemodel", content)}, headers=ADMIN)

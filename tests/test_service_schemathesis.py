@@ -17,7 +17,6 @@ from schemathesis.checks import not_a_server_error
 from tests.service_fixtures import ADMIN, Collector, bearer
 
 
-
 @pytest.fixture
 def fuzz_target(collector: Collector) -> dict[str, Any]:
     collector.add_hive("h1")
