@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from beeaudio.features import FeatureConfig
+from beeaudio.jsonio import json_default
 
 log = logging.getLogger(__name__)
 
@@ -333,17 +334,6 @@ def default_selftest_atol(*, quantization: str, output_quant: QuantParams | None
     return float(max(4.0 * step, 1e-3))
 
 
-def _json_default(value: Any) -> Any:
-    # Training metrics arrive as numpy scalars and arrays; the manifest is plain JSON.
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (Path, datetime)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _selftest_bytes(selftest: SelfTest) -> bytes:
     buffer = io.BytesIO()
     np.savez(
@@ -422,7 +412,7 @@ def write_bundle(
     manifest = complete_manifest(manifest=manifest, model_bytes=model_bytes)
     manifest.check()
     selftest.check_shapes(manifest)
-    manifest_text = json.dumps(manifest.to_json(), indent=2, sort_keys=False, default=_json_default)
+    manifest_text = json.dumps(manifest.to_json(), indent=2, sort_keys=False, default=json_default)
     members = {
         MANIFEST_MEMBER: manifest_text.encode("utf-8"),
         MODEL_MEMBER: model_bytes,

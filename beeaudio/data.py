@@ -391,6 +391,11 @@ class WindowSet:
         )
 
 
+def default_cache_dir() -> Path:
+    """Where ``beeaudio train`` and the experiments keep computed features (``$BEEAUDIO_CACHE`` overrides)."""
+    return Path(os.environ.get("BEEAUDIO_CACHE", Path.home() / ".cache" / "beeaudio")) / "features"
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from beeaudio import __version__
+from beeaudio.jsonio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ def render_apiary(*, plan: ApiaryPlan, hives: Sequence[DemoHive], cache: Path, p
             leave=False,
         ):
             pass
-    _write_json(done, {"plan": dataclasses.asdict(plan), "recordings": len(jobs)})
+    write_json(done, {"plan": dataclasses.asdict(plan), "recordings": len(jobs)})
     return folder
 
 
@@ -394,7 +395,7 @@ def train_model(*, recipe: ModelRecipe, folder: Path) -> dict[str, Any]:
                 raise
             log.warning("%s export refused (%s); exporting float32", quantization, exc)
     summary = {"accuracy": float(result.metrics["accuracy"]), "quantization": quantization}
-    _write_json(folder / "summary.json", summary)
+    write_json(folder / "summary.json", summary)
     tmp.replace(bundle_path)
     return summary
 
@@ -622,15 +623,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _write_json(path: Path, payload: Any, *, private: bool = False) -> None:
-    """Write JSON atomically; ``private`` files (they hold tokens) are readable by their owner only."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
 def _previous_collector_alive(run: Path) -> int | None:
     """The pid of a collector an earlier ``--serve`` run left serving this folder, if it is still up."""
     try:
@@ -728,7 +720,7 @@ def run_demo(
                 _place_recording(source, spool / spool_name(start), finished=finished)
 
     admin_token, read_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    _write_json(run / "tokens.json", {"admin_token": admin_token, "read_token": read_token}, private=True)
+    write_json(run / "tokens.json", {"admin_token": admin_token, "read_token": read_token}, private=True)
     chosen_port = choose_port(port=port, serve=serve)
     with _step(
         3, f"Starting the collector on 127.0.0.1:{chosen_port} (SQLite in {run})", seconds, "collector"
@@ -766,7 +758,7 @@ def run_demo(
             events_received=sum(counts.values()),
             seconds=seconds,
         )
-        _write_json(out / "demo-result.json", result.to_json(), private=True)
+        write_json(out / "demo-result.json", result.to_json(), private=True)
         if serve:
             if on_ready is not None:
                 on_ready(result)

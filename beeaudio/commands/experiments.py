@@ -7,8 +7,9 @@ Thin wrappers over :func:`beeaudio.experiments.codec.run_codec` and
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from beeaudio.data import default_cache_dir
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -21,11 +22,6 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _default_cache() -> Path:
-    # The same folder as `beeaudio train`, so the experiments and training share computed features.
-    return Path(os.environ.get("BEEAUDIO_CACHE", Path.home() / ".cache" / "beeaudio")) / "features"
-
-
 def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder (e.g. made by 'beeaudio synth')")
     p.add_argument("--out", type=Path, required=True, help="report folder (created)")
@@ -35,7 +31,7 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the GMM and band-energy baselines")
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
-        "--cache", type=Path, default=None, help=f"feature cache folder (default {_default_cache()})"
+        "--cache", type=Path, default=None, help=f"feature cache folder (default {default_cache_dir()})"
     )
     cache.add_argument("--no-cache", action="store_true", help="do not cache features")
 
@@ -99,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cache(args: argparse.Namespace) -> Path | None:
-    return None if args.no_cache else (args.cache or _default_cache())
+    return None if args.no_cache else (args.cache or default_cache_dir())
 
 
 def _codec(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from beeaudio.data import default_cache_dir
+
 EXIT_ERROR = 2
 
 Handler = Callable[[argparse.Namespace], int]
@@ -86,10 +88,6 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
-
-
-def _default_cache() -> Path:
-    return Path(os.environ.get("BEEAUDIO_CACHE", Path.home() / ".cache" / "beeaudio")) / "features"
 
 
 def _print_json(payload: Any) -> None:
@@ -194,7 +192,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     )
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
-        "--cache", type=Path, default=None, help=f"feature cache folder (default {_default_cache()})"
+        "--cache", type=Path, default=None, help=f"feature cache folder (default {default_cache_dir()})"
     )
     cache.add_argument("--no-cache", action="store_true", help="do not cache features")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the summary")
@@ -232,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet or args.json else (1 if sys.stdout.isatty() else 2),
         progress=_progress(args),
     )
-    cache_dir = None if args.no_cache else (args.cache or _default_cache())
+    cache_dir = None if args.no_cache else (args.cache or default_cache_dir())
     result = train_run(data=args.data, out=args.out, config=config, cache_dir=cache_dir)
     m = result.metrics
     if args.json:
@@ -417,7 +415,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     )
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
-        "--cache", type=Path, default=None, help=f"feature cache folder (default {_default_cache()})"
+        "--cache", type=Path, default=None, help=f"feature cache folder (default {default_cache_dir()})"
     )
     cache.add_argument("--no-cache", action="store_true", help="do not cache features")
     p.add_argument("--runtime", default=None, help="TF-Lite runtime (default: first found)")
@@ -433,7 +431,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         data=args.data,
         run=args.run,
         split=args.split,
-        cache_dir=None if args.no_cache else (args.cache or _default_cache()),
+        cache_dir=None if args.no_cache else (args.cache or default_cache_dir()),
         runtime=args.runtime,
         progress=_progress(args) and not args.json,
     )

@@ -7,7 +7,6 @@ on the same data.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -84,7 +83,7 @@ def load_dataset(
 ) -> Dataset:
     """Discover the recordings under ``data``, cut them into windows and split them by hive."""
     from beeaudio import data as datasets
-    from beeaudio.training.train import _is_synthetic
+    from beeaudio.training.train import is_synthetic
 
     data = Path(data)
     recordings = datasets.discover(root=data)
@@ -107,7 +106,7 @@ def load_dataset(
         windows=windows,
         train_idx=np.asarray(train_idx, dtype=np.int64),
         test_idx=np.asarray(test_idx, dtype=np.int64),
-        synthetic=_is_synthetic(data),
+        synthetic=is_synthetic(data),
     )
 
 
@@ -209,24 +208,6 @@ def provenance(*, command: Sequence[str] | None) -> dict[str, Any]:
         "versions": versions,
         "machine": platform.machine(),
     }
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def accuracy(*, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from beeaudio.experiments import common
+from beeaudio.jsonio import write_json
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -113,7 +113,7 @@ def _test_order(bitrates: Sequence[int]) -> list[str]:
 
 def write_codec_report(*, out: Path, results: dict[str, Any]) -> Path:
     out = Path(out)
-    common.write_json(out / RESULTS_FILE, results)
+    write_json(out / RESULTS_FILE, results)
     bitrates = results["config"]["bitrates"]
     plot_codec(rows=results["rows"], bitrates=bitrates, path=out / CODEC_PLOT)
     rows = results["rows"]
@@ -316,7 +316,7 @@ def plot_codec(*, rows: Sequence[dict[str, Any]], bitrates: Sequence[int], path:
 # -- sweep ---------------------------------------------------------------------------------------------------
 def write_sweep_report(*, out: Path, results: dict[str, Any]) -> Path:
     out = Path(out)
-    common.write_json(out / RESULTS_FILE, results)
+    write_json(out / RESULTS_FILE, results)
     plot_sweep(rows=results["rows"], baselines=results.get("baselines", []), path=out / SWEEP_PLOT)
     grid = [
         [

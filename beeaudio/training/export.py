@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +36,7 @@ from beeaudio.bundle import (
     write_bundle,
 )
 from beeaudio.features import FeatureConfig
+from beeaudio.jsonio import write_json
 from beeaudio.training import train as training
 
 log = logging.getLogger(__name__)
@@ -299,7 +297,8 @@ def export_bundle(
         "model_name": manifest.model_name,
         "model_version": manifest.model_version,
     }
-    _replace_json(run / training.METRICS_FILE, metrics)
+    # metrics.json is read by users and tools while they look at a run: never leave it half written.
+    write_json(run / training.METRICS_FILE, metrics)
     log.info(
         "exported %s (%s, %.1f KB): accuracy %.2f %% on %d held-out windows, agreement with Keras %.2f %%",
         path, quantize, path.stat().st_size / 1024, 100 * checks["accuracy"], len(labels_true),
@@ -385,16 +384,3 @@ def _check_export(
             f"{100 * max_int8_drop:.0f}): not exported; try --quantize float32"
         )
     return checks
-
-
-def _replace_json(path: Path, payload: Any) -> None:
-    # metrics.json is read by users and tools while they look at a run: never leave it half written.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, default=training._json_default)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

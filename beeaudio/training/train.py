@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from beeaudio.features import FeatureConfig
+from beeaudio.jsonio import write_json
 from beeaudio.training.evaluate import compute_metrics
 
 log = logging.getLogger(__name__)
@@ -418,9 +419,9 @@ def train_run(
 
     out.mkdir(parents=True, exist_ok=True)
     fit.model.save(out / MODEL_FILE)
-    _write_json(out / TRAIN_CONFIG_FILE, config.to_dict())
-    _write_json(out / FEATURE_CONFIG_FILE, feature_config.to_dict())
-    _write_json(
+    write_json(out / TRAIN_CONFIG_FILE, config.to_dict())
+    write_json(out / FEATURE_CONFIG_FILE, feature_config.to_dict())
+    write_json(
         out / SPLIT_FILE,
         {
             "seed": config.seed,
@@ -443,7 +444,7 @@ def train_run(
     )
     np.savez_compressed(out / REPRESENTATIVE_FILE, features=representative_windows(x_train, seed=config.seed))
     metrics["timing"]["total_seconds"] = time.perf_counter() - started
-    _write_json(out / METRICS_FILE, metrics)
+    write_json(out / METRICS_FILE, metrics)
     plots.plot_confusion(
         confusion=metrics["confusion_matrix"],
         labels=label_names,
@@ -474,22 +475,5 @@ def is_synthetic(data: Path) -> bool:
     return False
 
 
-_is_synthetic = is_synthetic  # the experiments import this older name
-
-
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
