@@ -9,17 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from beeaudio.data import default_cache_dir
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+from beeaudio.commands.options import add_cache_options, cache_dir, positive_int_list
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
@@ -29,11 +19,7 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.25, help="share of hives held out (default 0.25)")
     p.add_argument("--quick", action="store_true", help="short training, for tests and smoke runs")
     p.add_argument("--no-baselines", action="store_true", help="skip the GMM and band-energy baselines")
-    cache = p.add_mutually_exclusive_group()
-    cache.add_argument(
-        "--cache", type=Path, default=None, help=f"feature cache folder (default {default_cache_dir()})"
-    )
-    cache.add_argument("--no-cache", action="store_true", help="do not cache features")
+    add_cache_options(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common_options(codec)
     codec.add_argument(
-        "--bitrates", type=_int_list, default=(16, 32, 64, 128), help="MP3 kbps (default 16,32,64,128)"
+        "--bitrates",
+        type=positive_int_list,
+        default=(16, 32, 64, 128),
+        help="MP3 kbps (default 16,32,64,128)",
     )
     codec.add_argument(
         "--no-matched", action="store_true", help="skip the models trained on MP3 of each bitrate"
@@ -74,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common_options(sweep)
     sweep.add_argument(
-        "--layers", type=_int_list, default=(1, 2, 3, 4), help="hidden layers (default 1,2,3,4)"
+        "--layers", type=positive_int_list, default=(1, 2, 3, 4), help="hidden layers (default 1,2,3,4)"
     )
     sweep.add_argument(
         "--units",
-        type=_int_list,
+        type=positive_int_list,
         default=(64, 128, 256, 512),
         help="units per layer (default 64,128,256,512)",
     )
@@ -92,10 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return 2
 
     parser.set_defaults(func=_usage)
-
-
-def _cache(args: argparse.Namespace) -> Path | None:
-    return None if args.no_cache else (args.cache or default_cache_dir())
 
 
 def _codec(args: argparse.Namespace) -> int:
@@ -112,7 +97,7 @@ def _codec(args: argparse.Namespace) -> int:
         repeats=args.repeats,
     )
     results = run_codec(
-        data=args.data, out=args.out, config=config, cache_dir=_cache(args), command=_reconstruct(args)
+        data=args.data, out=args.out, config=config, cache_dir=cache_dir(args), command=_reconstruct(args)
     )
     summary = results["summary"]
     print(f"codec experiment written to {args.out} ({results['timing']['total_seconds']:.0f} s)")
@@ -139,7 +124,7 @@ def _sweep(args: argparse.Namespace) -> int:
         keep_runs=not args.no_keep_runs,
     )
     results = run_sweep(
-        data=args.data, out=args.out, config=config, cache_dir=_cache(args), command=_reconstruct(args)
+        data=args.data, out=args.out, config=config, cache_dir=cache_dir(args), command=_reconstruct(args)
     )
     print(f"sweep written to {args.out} ({results['timing']['total_seconds']:.0f} s)")
     for r in results["rows"]:

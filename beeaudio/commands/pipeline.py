@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from beeaudio.data import default_cache_dir
+from beeaudio.commands.options import add_cache_options, cache_dir, positive_int_list
 
 EXIT_ERROR = 2
 
@@ -67,16 +67,6 @@ def _quiet_tensorflow() -> None:
     # TensorFlow's start-up chatter (CPU features, oneDNN, "Assets written to") says nothing to a beekeeper.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -188,13 +178,12 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         help="also train on MP3 re-encodings of the training recordings",
     )
     p.add_argument(
-        "--codec-bitrates", type=_int_list, default=(16, 24, 32, 48, 64), help="MP3 kbps for --codec-augment"
+        "--codec-bitrates",
+        type=positive_int_list,
+        default=(16, 24, 32, 48, 64),
+        help="MP3 kbps for --codec-augment",
     )
-    cache = p.add_mutually_exclusive_group()
-    cache.add_argument(
-        "--cache", type=Path, default=None, help=f"feature cache folder (default {default_cache_dir()})"
-    )
-    cache.add_argument("--no-cache", action="store_true", help="do not cache features")
+    add_cache_options(p)
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the summary")
     p.set_defaults(func=_guarded("train", _train))
 
@@ -230,8 +219,8 @@ def _train(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet or args.json else (1 if sys.stdout.isatty() else 2),
         progress=_progress(args),
     )
-    cache_dir = None if args.no_cache else (args.cache or default_cache_dir())
-    result = train_run(data=args.data, out=args.out, config=config, cache_dir=cache_dir)
+    features_cache = cache_dir(args)
+    result = train_run(data=args.data, out=args.out, config=config, cache_dir=features_cache)
     m = result.metrics
     if args.json:
         _print_json(m)
@@ -413,11 +402,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", choices=("all", "test", "train"), default="all", help="which hives (default all)"
     )
-    cache = p.add_mutually_exclusive_group()
-    cache.add_argument(
-        "--cache", type=Path, default=None, help=f"feature cache folder (default {default_cache_dir()})"
-    )
-    cache.add_argument("--no-cache", action="store_true", help="do not cache features")
+    add_cache_options(p)
     p.add_argument("--runtime", default=None, help="TF-Lite runtime (default: first found)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_guarded("evaluate", _evaluate))
@@ -431,7 +416,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         data=args.data,
         run=args.run,
         split=args.split,
-        cache_dir=None if args.no_cache else (args.cache or default_cache_dir()),
+        cache_dir=cache_dir(args),
         runtime=args.runtime,
         progress=_progress(args) and not args.json,
     )
