@@ -18,9 +18,10 @@ from importlib.metadata import entry_points
 from beeaudio import __version__
 
 _BUILTIN_COMMAND_MODULES = (
-    "beeaudio.commands.pipeline",
-    "beeaudio.commands.experiments",
-    "beeaudio.commands.demo",
+    "beeaudio.core.cli",
+    "beeaudio.desktop.commands.pipeline",
+    "beeaudio.desktop.commands.experiments",
+    "beeaudio.desktop.commands.demo",
 )
 
 log = logging.getLogger("beeaudio")
@@ -31,11 +32,18 @@ def _register_all(subparsers: argparse._SubParsersAction) -> None:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
+            # Not installed (the desktop tools on a hive device): leave its commands out. A module that is
+            # there but misses a dependency raises on.
+            if not exc.name or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 raise
             continue
         module.register(subparsers)
+    seen: set[str] = set()
     for entry in entry_points(group="beeaudio.commands"):
+        # The same room can be announced twice (an installed wheel and a checkout's egg-info on sys.path).
+        if entry.name in seen:
+            continue
+        seen.add(entry.name)
         try:
             register = entry.load()
         except ModuleNotFoundError as exc:

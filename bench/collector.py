@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from beeaudio.events import ClassificationEvent, make_batch
+from beeaudio.core.wire import ClassificationEvent, make_batch
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
@@ -64,6 +64,7 @@ class Server:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
+                "-P",
                 "-m",
                 "beeaudio.cli",
                 "-q",
@@ -189,11 +190,11 @@ def bench_ingest(*, url: str, devices: list[dict[str, str]], batches: int, clien
 
 def bulk_load(*, db_url: str, hives: int, events: int) -> float:
     """Insert ``events`` historic events spread over the hives, their rollups, then derive the state."""
-    from service.db import events as events_table
-    from service.db import hive_state, make_engine, rollup_labels, rollups, write_transaction
-    from service.db import hives as hives_table
-    from service.hive_state import apply_step, hive_params, recompute_steps
-    from service.state import StateParams
+    from beeaudio.collector.db import events as events_table
+    from beeaudio.collector.db import hive_state, make_engine, rollup_labels, rollups, write_transaction
+    from beeaudio.collector.db import hives as hives_table
+    from beeaudio.collector.hive_state import apply_step, hive_params, recompute_steps
+    from beeaudio.collector.state import StateParams
 
     t0 = time.perf_counter()
     engine = make_engine(db_url)

@@ -4,7 +4,7 @@ hour of audio, and the size of the edge virtual environment.
     python bench/device.py --bundle models/hive-dnn.beemodel [--minutes 60] [--python VENV/bin/python]
 
 1. In this process, one thread: ``--windows`` windows of synthetic hive sound (16 kHz WAV and MP3 files,
-   decoded by ``beeaudio.audio.iter_windows``) through ``beeaudio.features.window_features`` and
+   decoded by ``beeaudio.core.audio.iter_windows``) through ``beeaudio.core.features.window_features`` and
    ``Classifier.predict``, exactly the agent's per-window path; median and p95 milliseconds per stage.
 2. An hour (``--minutes``) of one-minute recordings, as ``arecord --max-file-time 60`` leaves them, in a spool
    folder; ``beeaudio device run --once`` (offline: events stay in the outbox) in a subprocess with one
@@ -13,7 +13,8 @@ hour of audio, and the size of the edge virtual environment.
    fork + exec). With ``--python`` (default ``$BEEAUDIO_EDGE_PYTHON``) the agent runs in the edge venv.
 3. The size on disk of that virtual environment (``du``, symlinks not followed).
 
-The audio is made of a few distinct synthetic minutes (``beeaudio.synth``) copied under successive names:
+The audio is made of a few distinct synthetic minutes (``beeaudio.desktop.synth``) copied under
+successive names:
 the agent's cost does not depend on what the sound is. Figures are printed, nothing is asserted.
 """
 
@@ -49,10 +50,11 @@ def percentile(values: list[float], q: float) -> float:
 def per_window(*, bundle: Path, folder: Path, windows: int) -> dict[str, dict[str, list[float]]]:
     import numpy as np
 
-    from beeaudio.audio import encode_mp3, iter_windows, write_wav
-    from beeaudio.features import window_features
-    from beeaudio.inference import Classifier
-    from beeaudio.synth import render_timeline
+    from beeaudio.core.audio import iter_windows, write_wav
+    from beeaudio.core.features import window_features
+    from beeaudio.core.inference import Classifier
+    from beeaudio.desktop.codec import encode_mp3
+    from beeaudio.desktop.synth import render_timeline
 
     classifier = Classifier.load(bundle, num_threads=1)
     config = classifier.config
@@ -87,8 +89,8 @@ def per_window(*, bundle: Path, folder: Path, windows: int) -> dict[str, dict[st
 
 def write_hour(*, spool: Path, minutes: int, distinct: int) -> float:
     """``minutes`` one-minute WAVs named like arecord's strftime recipe; returns the seconds of audio."""
-    from beeaudio.audio import write_wav
-    from beeaudio.synth import render_timeline
+    from beeaudio.core.audio import write_wav
+    from beeaudio.desktop.synth import render_timeline
 
     sources = []
     for i in range(min(distinct, minutes)):
@@ -126,7 +128,7 @@ def run_agent(*, python: str, bundle: Path, work: Path, minutes: int, distinct: 
         encoding="utf-8",
     )
     env = dict(os.environ, **ONE_THREAD_ENV)
-    base = [python, "-m", "beeaudio.cli"]
+    base = [python, "-P", "-m", "beeaudio.cli"]
     install = [*base, "device", "install-model", str(bundle), "--config", str(config)]
     subprocess.run(install, check=True, env=env, cwd=REPO_ROOT, capture_output=True)
     started = time.perf_counter()

@@ -7,7 +7,7 @@ decode (+ resample + windowing), features, inference (milliseconds, median of ``
 warm-up), the real-time factor (processing time / audio time), the peak Python/numpy heap (tracemalloc,
 one extra run) and the process's peak resident memory (ru_maxrss), and prints ours / baseline ratios.
 
-* ours: ``beeaudio.audio.iter_windows`` → ``beeaudio.features.window_features`` per window →
+* ours: ``beeaudio.core.audio.iter_windows`` → ``beeaudio.core.features.window_features`` per window →
   ``Classifier.predict`` per window (the bundle, LiteRT/tflite-runtime), exactly what the device runs;
 * baseline: ``librosa.load`` → ``librosa.feature.mfcc`` (+ deltas, same config) per window → the Keras
   model of ``--keras-model`` (run folder or ``.keras`` file) on all windows at once; without it, a float32
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from beeaudio.desktop import codec
 
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -106,8 +108,8 @@ def measure(
 
 def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     rss_start = max_rss_mb()
-    from beeaudio import audio, features
-    from beeaudio.inference import Classifier
+    from beeaudio.core import audio, features
+    from beeaudio.core.inference import Classifier
 
     classifier = Classifier.load(args.model, num_threads=1)
     config = classifier.config
@@ -178,8 +180,8 @@ def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from beeaudio.bundle import read_bundle
-    from beeaudio.features import window_start_samples
+    from beeaudio.core.bundle import read_bundle
+    from beeaudio.core.features import window_start_samples
 
     bundle = read_bundle(args.model)
     config = bundle.manifest.feature_config
@@ -190,7 +192,7 @@ def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
 
         # Registers the trainer's custom layers so that its run folder's model deserialises.
         with contextlib.suppress(ImportError):
-            import beeaudio.training.models  # noqa: F401
+            import beeaudio.desktop.training.models  # noqa: F401
         keras_path = _keras_file(args.keras_model)
         model = keras.saving.load_model(keras_path, compile=False)
         description = f"librosa {librosa.__version__} + Keras {keras.__version__} ({keras_path})"
@@ -209,8 +211,8 @@ def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
         inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         kind = np.dtype(inp["dtype"]).name
         description = f"librosa {librosa.__version__} + tf.lite {tf.__version__} ({source.name}, {kind})"
-        from beeaudio.bundle import QuantParams
-        from beeaudio.inference import dequantize, quantize
+        from beeaudio.core.bundle import QuantParams
+        from beeaudio.core.inference import dequantize, quantize
 
         def quant(detail: dict[str, Any]) -> QuantParams | None:
             scale, zero = detail["quantization"]
@@ -263,16 +265,16 @@ def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_clips(*, folder: Path, seconds: float, sample_rate: int, mp3_kbps: int) -> tuple[list[Path], str]:
-    from beeaudio import audio
+    from beeaudio.core import audio
 
     try:
-        from beeaudio.synth import render_timeline
+        from beeaudio.desktop.synth import render_timeline
 
         half = seconds / 2
         signal = render_timeline(
             hive_seed=1, segments=[("normal", half), ("swarm", half)], sample_rate=sample_rate, seed=1
         )
-        source = "beeaudio.synth (5 s normal + 5 s swarm)"
+        source = "beeaudio.desktop.synth (5 s normal + 5 s swarm)"
     except ImportError:
         rng = np.random.default_rng(1)
         t = np.arange(round(seconds * sample_rate)) / sample_rate
@@ -283,7 +285,7 @@ def make_clips(*, folder: Path, seconds: float, sample_rate: int, mp3_kbps: int)
         np.float32
     )
     wav = audio.write_wav(folder / "clip.wav", audio=signal, sample_rate=sample_rate)
-    mp3 = audio.encode_mp3(
+    mp3 = codec.encode_mp3(
         audio=signal, sample_rate=sample_rate, path=folder / "clip.mp3", bitrate_kbps=mp3_kbps
     )
     return [wav, mp3], source
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         long_clip = None
         if args.long_minutes > 0:
-            from beeaudio import audio
+            from beeaudio.core import audio
 
             clip = audio.load(clips[0], sample_rate=args.sample_rate)
             repeats = int(np.ceil(args.long_minutes * 60 / args.seconds))

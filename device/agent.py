@@ -7,7 +7,7 @@ then is the file deleted or archived. A crash before the commit leaves the file 
 crash after it finds the file marked done and just finishes deleting it. Either way no event is lost and
 none is duplicated (the ids are the same, and the collector drops ids it has).
 
-A bad recording (any :class:`beeaudio.audio.AudioError`, or anything else that fails on it) is logged and
+A bad recording (any :class:`beeaudio.core.audio.AudioError`, or anything else that fails on it) is logged and
 moved to the quarantine folder; the loop goes on. SIGTERM/SIGINT stop the loop after the current window: the
 recording being analysed is left untouched for the next start. Between recordings the loop looks at the
 model store's ``current`` pointer and switches to a newly installed model.
@@ -29,15 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from beeaudio.device import sources
+from beeaudio.device.config import DeviceConfig
+from beeaudio.device.modelstore import ModelStore, ModelStoreError, check_servable
+from beeaudio.device.outbox import Outbox
 
-from beeaudio import audio as audio_io
-from beeaudio import features as feats
-from beeaudio.events import ClassificationEvent, make_event_id, utc_iso
-from beeaudio.inference import Classifier
-from device import sources
-from device.config import DeviceConfig
-from device.modelstore import ModelStore, ModelStoreError, check_servable
-from device.outbox import Outbox
+from beeaudio.core import audio as audio_io
+from beeaudio.core import features as feats
+from beeaudio.core.inference import Classifier
+from beeaudio.core.wire import ClassificationEvent, make_event_id, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def analyse_file(
 ) -> list[ClassificationEvent] | None:
     """Every window's event of one recording, or None when ``stop`` was set part way.
 
-    Raises :class:`beeaudio.audio.AudioError` for a file that cannot be analysed."""
+    Raises :class:`beeaudio.core.audio.AudioError` for a file that cannot be analysed."""
     config = classifier.config
     manifest = classifier.manifest
     labels = manifest.labels
@@ -202,8 +202,8 @@ class Agent:
         log.info("model %s %s loaded on %s", m.model_name, m.model_version, classifier.runtime)
 
     def _start_uplink(self) -> None:
-        from device.client import CollectorClient
-        from device.uplink import Backoff, Uplink, Uploader, check_model_update
+        from beeaudio.device.client import CollectorClient
+        from beeaudio.device.uplink import Backoff, Uplink, Uploader, check_model_update
 
         c = self.config.collector
         if not c.url or self.outbox is None:

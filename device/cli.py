@@ -1,6 +1,7 @@
 """``beeaudio device ...``: install-model, run, status, rollback, selftest (a thin layer over ``device.*``).
 
-Found by ``beeaudio.cli`` through the ``beeaudio.commands`` entry point. Everything heavy is imported inside
+Found by ``beeaudio.cli`` through the ``beeaudio.desktop.commands`` entry point. Everything heavy is
+imported inside
 the handlers so that ``beeaudio --help`` stays quick on a Pi.
 """
 
@@ -22,7 +23,7 @@ log = logging.getLogger("beeaudio.device")
 def _config(args: argparse.Namespace):  # -> DeviceConfig
     from dataclasses import replace
 
-    from device.config import DEFAULT_CONFIG_PATH, DeviceConfig, load_config
+    from beeaudio.device.config import DEFAULT_CONFIG_PATH, DeviceConfig, load_config
 
     if args.config is not None:
         config = load_config(Path(args.config))
@@ -40,7 +41,7 @@ def _recording_rate(config) -> int | None:  # type: ignore[no-untyped-def]
 
 
 def _install_model(args: argparse.Namespace) -> int:
-    from device.modelstore import ModelStore, ModelStoreError
+    from beeaudio.device.modelstore import ModelStore, ModelStoreError
 
     config = _config(args)
     store = ModelStore(root=config.model_dir)
@@ -58,8 +59,8 @@ def _install_model(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from device.agent import Agent
-    from device.config import ConfigError
+    from beeaudio.device.agent import Agent
+    from beeaudio.device.config import ConfigError
 
     try:
         config = _config(args)
@@ -75,8 +76,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from device.modelstore import ModelStore, ModelStoreError
-    from device.outbox import Outbox
+    from beeaudio.device.modelstore import ModelStore, ModelStoreError
+    from beeaudio.device.outbox import Outbox
 
     config = _config(args)
     store = ModelStore(root=config.model_dir)
@@ -116,7 +117,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from device.modelstore import ModelStore, ModelStoreError
+    from beeaudio.device.modelstore import ModelStore, ModelStoreError
 
     store = ModelStore(root=_config(args).model_dir)
     try:
@@ -132,12 +133,12 @@ def _selftest(args: argparse.Namespace) -> int:
     """Check the whole chain without a microphone: runtime, bundle (checksum + self-test), decoding, features,
     inference on a generated recording, and that the state folder takes an outbox."""
     import numpy as np
+    from beeaudio.device.agent import Identity, StageTimer, analyse_file
+    from beeaudio.device.modelstore import ModelStore, ModelStoreError, verify_bundle
+    from beeaudio.device.outbox import Outbox
 
-    from beeaudio.audio import write_wav
-    from beeaudio.inference import RUNTIMES
-    from device.agent import Identity, StageTimer, analyse_file
-    from device.modelstore import ModelStore, ModelStoreError, verify_bundle
-    from device.outbox import Outbox
+    from beeaudio.core.audio import write_wav
+    from beeaudio.core.inference import RUNTIMES
 
     config = _config(args)
     # find_spec, not import: importing tensorflow just to list it would load it into this process.

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from beeaudio.bundle import BundleError, BundleManifest, read_bundle
-from beeaudio.inference import Classifier
+from beeaudio.core.bundle import BundleError, BundleManifest, read_bundle
+from beeaudio.core.inference import Classifier
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beeaudio.events import ClassificationEvent
+from beeaudio.core.wire import ClassificationEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

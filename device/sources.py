@@ -8,7 +8,7 @@
 A file is *finished* (safe to analyse) when
 
 * its name is not a partial one (``.part``, ``.tmp``, ``.partial``, ``~`` at the end, or a leading dot:
-  writers that write-then-rename, like :func:`beeaudio.audio.write_wav`, are always safe), and
+  writers that write-then-rename, like :func:`beeaudio.core.audio.write_wav`, are always safe), and
 * the recorder has moved on: a newer file exists in the folder (arecord opens the next file as soon as it
   closes one), **or** the file has not been modified for ``settle_seconds`` (the recorder stopped).
 

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from beeaudio.events import BATCH_SCHEMA, EventError
-from device.client import CollectorClient, Response, TransportError
-from device.modelstore import InstalledModel, ModelStore, ModelStoreError
-from device.outbox import Outbox, PendingEvent
+from beeaudio.device.client import CollectorClient, Response, TransportError
+from beeaudio.device.modelstore import InstalledModel, ModelStore, ModelStoreError
+from beeaudio.device.outbox import Outbox, PendingEvent
+
+from beeaudio.core.wire import BATCH_SCHEMA, EventError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Uploader:
 
     def _send(self, events: list[PendingEvent], counts: dict[str, int]) -> None:
         ids = [e.event_id for e in events]
-        # The wire format of beeaudio.events.make_batch, from bodies the outbox keeps already serialised.
+        # The wire format of beeaudio.core.wire.make_batch, from bodies the outbox keeps already serialised.
         body = {
             "schema": BATCH_SCHEMA,
             "batch_id": batch_id_of(ids),

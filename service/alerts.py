@@ -16,10 +16,9 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from beeaudio.collector.db import alerts, webhook_deliveries, write_transaction
+from beeaudio.collector.timeutil import iso_ms
 from sqlalchemy.engine import Connection, Engine
-
-from service.db import alerts, webhook_deliveries, write_transaction
-from service.timeutil import iso_ms
 
 log = logging.getLogger(__name__)
 

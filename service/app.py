@@ -13,6 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from beeaudio.collector import migrate
+from beeaudio.collector.alerts import WebhookPolicy, WebhookWorker
+from beeaudio.collector.context import AppContext
+from beeaudio.collector.db import make_engine
+from beeaudio.collector.hive_state import sweep_offline
+from beeaudio.collector.settings import Settings, resolve_admin_token
+from beeaudio.collector.state import StateParams
+from beeaudio.collector.timeutil import wall_clock_ms
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,14 +28,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beeaudio import __version__
-from service import migrate
-from service.alerts import WebhookPolicy, WebhookWorker
-from service.context import AppContext
-from service.db import make_engine
-from service.hive_state import sweep_offline
-from service.settings import Settings, resolve_admin_token
-from service.state import StateParams
-from service.timeutil import wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def create_app(
             status_code=422, content={"detail": _validation_detail(exc), "errors": _clean_errors(exc)}
         )
 
-    from service import routes_admin, routes_ingest, routes_models, routes_query
+    from beeaudio.collector import routes_admin, routes_ingest, routes_models, routes_query
 
     for module in (routes_ingest, routes_admin, routes_query, routes_models):
         app.include_router(module.router)

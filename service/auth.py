@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.db import devices, read_transaction
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from service.context import AppContext, get_context
-from service.db import devices, read_transaction
 
 DEVICE_TOKEN_PREFIX = "bdt_"
 

@@ -71,9 +71,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _settings(args: argparse.Namespace, *, local: bool = False) -> Any:
-    from service.settings import Settings
+    from beeaudio.collector.settings import Settings
 
-    # Alembic logs every step at INFO; the user wants the result, which service.migrate logs.
+    # Alembic logs every step at INFO; the user wants the result, which beeaudio.collector.migrate logs.
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
     overrides: dict[str, Any] = {}
@@ -86,8 +86,8 @@ def _settings(args: argparse.Namespace, *, local: bool = False) -> Any:
 
 def _context(args: argparse.Namespace) -> Any:
     """An app context for offline chores; these never need the admin secret, so local rules apply."""
-    from service import migrate
-    from service.app import build_context
+    from beeaudio.collector import migrate
+    from beeaudio.collector.app import build_context
 
     context = build_context(_settings(args), offline=True)
     migrate.upgrade(engine=context.engine)
@@ -102,9 +102,8 @@ def _fail(exc: Exception) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from service.app import create_app
-    from service.settings import SettingsError, resolve_admin_token
+    from beeaudio.collector.app import create_app
+    from beeaudio.collector.settings import SettingsError, resolve_admin_token
 
     settings = _settings(args, local=args.local)
     try:
@@ -121,8 +120,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from service import migrate
-    from service.db import make_engine
+    from beeaudio.collector import migrate
+    from beeaudio.collector.db import make_engine
 
     settings = _settings(args)
     engine = make_engine(settings.database_url)
@@ -133,9 +132,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _add_hive(args: argparse.Namespace) -> int:
+    from beeaudio.collector.routes_admin import create_hive
     from fastapi import HTTPException
-
-    from service.routes_admin import create_hive
 
     try:
         params = json.loads(args.params) if args.params else None
@@ -149,9 +147,8 @@ def _add_hive(args: argparse.Namespace) -> int:
 
 
 def _add_device(args: argparse.Namespace) -> int:
+    from beeaudio.collector.routes_admin import create_device
     from fastapi import HTTPException
-
-    from service.routes_admin import create_device
 
     try:
         device = create_device(context=_context(args), hive_id=args.hive, device_id=args.device_id)
@@ -164,9 +161,8 @@ def _add_device(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from beeaudio.collector.routes_admin import revoke_device
     from fastapi import HTTPException
-
-    from service.routes_admin import revoke_device
 
     try:
         revoke_device(context=_context(args), device_id=args.device_id)
@@ -177,8 +173,8 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _list_hives(args: argparse.Namespace) -> int:
-    from service.db import read_transaction
-    from service.queries import all_statuses
+    from beeaudio.collector.db import read_transaction
+    from beeaudio.collector.queries import all_statuses
 
     context = _context(args)
     with read_transaction(context.engine) as conn:

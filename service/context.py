@@ -6,11 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from beeaudio.collector.settings import Settings
+from beeaudio.collector.state import StateParams
 from fastapi import Request
 from sqlalchemy.engine import Engine
-
-from service.settings import Settings
-from service.state import StateParams
 
 
 @dataclass(frozen=True)

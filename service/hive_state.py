@@ -2,7 +2,8 @@
 
 The current state of a hive lives in one ``hive_state`` row (a status query reads that row). It is the last
 of the hive's ``hive_steps``: one row per rollup bucket with data, each the state machine of
-``service.state`` advanced by that bucket. When events land in bucket ``b`` (in order or late), the steps
+``beeaudio.collector.state`` advanced by that bucket. When events land in bucket ``b`` (in order or
+late), the steps
 from ``b`` on are re-evaluated from the rollups; the walk stops as soon as a step is past the reach of the
 changed buckets (``smoothing_seconds``) and comes out as it was stored, because every later step then
 follows unchanged. So the stored state is always the one in-order arrival would have given.
@@ -17,10 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from service.alerts import HIVE_OFFLINE, SWARM_ENDED, SWARM_STARTED, record_alert
-from service.db import (
+from beeaudio.collector.alerts import HIVE_OFFLINE, SWARM_ENDED, SWARM_STARTED, record_alert
+from beeaudio.collector.db import (
     alerts,
     hive_state,
     hive_steps,
@@ -30,8 +29,18 @@ from service.db import (
     rollups,
     write_transaction,
 )
-from service.state import INITIAL, SWARM, UNKNOWN, ParamsError, StateParams, Step, confidence, next_step
-from service.timeutil import iso_ms
+from beeaudio.collector.state import (
+    INITIAL,
+    SWARM,
+    UNKNOWN,
+    ParamsError,
+    StateParams,
+    Step,
+    confidence,
+    next_step,
+)
+from beeaudio.collector.timeutil import iso_ms
+from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 

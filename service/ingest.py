@@ -10,11 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from beeaudio.events import BATCH_SCHEMA, ClassificationEvent, EventError
-from service.alerts import HIVE_BACK, record_alert
-from service.db import (
+from beeaudio.collector.alerts import HIVE_BACK, record_alert
+from beeaudio.collector.db import (
     devices,
     events,
     hive_state,
@@ -25,9 +22,12 @@ from service.db import (
     rollups,
     write_transaction,
 )
-from service.hive_state import apply_step, hive_params, recompute_steps
-from service.state import StateParams
-from service.timeutil import iso_ms, to_ms
+from beeaudio.collector.hive_state import apply_step, hive_params, recompute_steps
+from beeaudio.collector.state import StateParams
+from beeaudio.collector.timeutil import iso_ms, to_ms
+from sqlalchemy.engine import Engine
+
+from beeaudio.core.wire import BATCH_SCHEMA, ClassificationEvent, EventError
 
 log = logging.getLogger(__name__)
 

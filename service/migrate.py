@@ -1,6 +1,7 @@
 """Run the collector's Alembic migrations from code, so they work from an installed package.
 
-There is no alembic.ini: the script location is the ``service.migrations`` package and the connection is
+There is no alembic.ini: the script location is the ``beeaudio.collector.migrations`` package and the
+connection is
 handed to ``env.py`` through ``config.attributes``.
 """
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", "service:migrations")
+    config.set_main_option("script_location", "beeaudio.collector:migrations")
     return config
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from beeaudio.collector.alerts import alert_json
+from beeaudio.collector.db import alerts, events, hive_state, hives, rollup_labels, rollups
+from beeaudio.collector.hive_state import hive_params
+from beeaudio.collector.state import OFFLINE, StateParams
+from beeaudio.collector.timeutil import iso_ms
 from sqlalchemy.engine import Connection
-
-from service.alerts import alert_json
-from service.db import alerts, events, hive_state, hives, rollup_labels, rollups
-from service.hive_state import hive_params
-from service.state import OFFLINE, StateParams
-from service.timeutil import iso_ms
 
 _STATUS_COLUMNS = (
     hives.c.hive_id,

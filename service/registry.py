@@ -1,4 +1,4 @@
-"""Model registry for over-the-air updates: upload (verified with beeaudio.bundle), publish, serve.
+"""Model registry for over-the-air updates: upload (verified with beeaudio.core.bundle), publish, serve.
 
 Bundles are kept as files under ``<data_dir>/models/<model_id>.beemodel``; the database holds their
 manifest and checksum. ``sha256`` everywhere in the API is the checksum of the *bundle file* (what a device
@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from service.db import (
+from beeaudio.collector.db import (
     ALL_HIVES,
     devices,
     hives,
@@ -27,7 +25,8 @@ from service.db import (
     read_transaction,
     write_transaction,
 )
-from service.timeutil import iso_ms
+from beeaudio.collector.timeutil import iso_ms
+from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def model_json(row: Any) -> dict[str, Any]:
 
 def store_upload(*, engine: Engine, data_dir: Path, content: bytes, now_ms: int) -> dict[str, Any]:
     """Verify a bundle (members, format version, manifest, checksum) and keep it; idempotent by content."""
-    from beeaudio.bundle import BundleError, read_bundle
+    from beeaudio.core.bundle import BundleError, read_bundle
 
     if not content:
         raise RegistryError(422, "empty upload: send the .beemodel file")

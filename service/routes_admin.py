@@ -6,13 +6,9 @@ import secrets
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import IntegrityError
-
-from service.auth import Principal, new_device_token, require_admin, require_reader, token_digest
-from service.context import AppContext, get_context
-from service.db import (
+from beeaudio.collector.auth import Principal, new_device_token, require_admin, require_reader, token_digest
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.db import (
     devices,
     hive_state,
     hive_steps,
@@ -22,11 +18,14 @@ from service.db import (
     rollups,
     write_transaction,
 )
-from service.hive_state import apply_step, new_state_row, recompute_steps
-from service.queries import hive_status
-from service.schemas import DeviceIn, DeviceOut, HiveIn, HiveStatus, ParamsIn
-from service.state import ParamsError, StateParams
-from service.timeutil import iso_ms
+from beeaudio.collector.hive_state import apply_step, new_state_row, recompute_steps
+from beeaudio.collector.queries import hive_status
+from beeaudio.collector.schemas import DeviceIn, DeviceOut, HiveIn, HiveStatus, ParamsIn
+from beeaudio.collector.state import ParamsError, StateParams
+from beeaudio.collector.timeutil import iso_ms
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 

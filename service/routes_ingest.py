@@ -6,14 +6,13 @@ import math
 from typing import Any
 
 import sqlalchemy as sa
+from beeaudio.collector.auth import Principal, require_device, require_own_device
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.db import devices, heartbeats, write_transaction
+from beeaudio.collector.ingest import DeviceIdentity, IngestError, parse_batch, store_batch
+from beeaudio.collector.schemas import BatchIn, BatchOut, HeartbeatIn
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
-
-from service.auth import Principal, require_device, require_own_device
-from service.context import AppContext, get_context
-from service.db import devices, heartbeats, write_transaction
-from service.ingest import DeviceIdentity, IngestError, parse_batch, store_batch
-from service.schemas import BatchIn, BatchOut, HeartbeatIn
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 

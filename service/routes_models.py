@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
-
-from service.auth import Principal, get_principal, require_admin, require_own_device, require_reader
-from service.context import AppContext, get_context
-from service.registry import (
+from beeaudio.collector.auth import (
+    Principal,
+    get_principal,
+    require_admin,
+    require_own_device,
+    require_reader,
+)
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.registry import (
     RegistryError,
     device_hive,
     list_models,
@@ -19,7 +21,10 @@ from service.registry import (
     publish,
     store_upload,
 )
-from service.schemas import DeviceModelOut, ModelOut, PublishIn
+from beeaudio.collector.schemas import DeviceModelOut, ModelOut, PublishIn
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 

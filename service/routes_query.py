@@ -7,19 +7,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from beeaudio.collector.auth import Principal, require_reader
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.db import hives, read_transaction
+from beeaudio.collector.migrate import current_revision
+from beeaudio.collector.queries import (
+    alert_list,
+    all_statuses,
+    event_page,
+    history,
+    hive_status,
+    parse_cursor,
+)
+from beeaudio.collector.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
+from beeaudio.collector.timeutil import iso_ms, to_ms
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from beeaudio import __version__
-from beeaudio.events import EventError, parse_utc
-from service.auth import Principal, require_reader
-from service.context import AppContext, get_context
-from service.db import hives, read_transaction
-from service.migrate import current_revision
-from service.queries import alert_list, all_statuses, event_page, history, hive_status, parse_cursor
-from service.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
-from service.timeutil import iso_ms, to_ms
+from beeaudio.core.wire import EventError, parse_utc
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 

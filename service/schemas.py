@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API (v1); see /tmp contract mirrored in docs/collector.md.
 
 The event and batch models describe the wire format for OpenAPI and do the type checks; the value rules
-(probabilities sum to 1, label among them, ...) are ``beeaudio.events.ClassificationEvent.validate``, the
+(probabilities sum to 1, label among them, ...) are ``beeaudio.core.wire.ClassificationEvent.validate``, the
 same code the device runs.
 """
 

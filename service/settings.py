@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # Rollups: the width of the stored per-device time buckets that history and state are computed from.
     bucket_seconds: int = Field(default=60, ge=1, le=3600)
 
-    # Hive-state defaults (see docs/collector.md and service.state.StateParams).
+    # Hive-state defaults (see docs/collector.md and beeaudio.collector.state.StateParams).
     smoothing_seconds: float = Field(default=300.0, gt=0)
     enter_swarm: float = Field(default=0.6, ge=0, le=1)
     exit_swarm: float = Field(default=0.4, ge=0, le=1)

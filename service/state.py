@@ -14,9 +14,10 @@ holds data (a *step*), in event time:
 
 ``enter_swarm > exit_swarm`` is the hysteresis band: a score between them changes nothing. ``since`` is the
 start of the bucket where the run of steps that caused the change began. ``offline`` is not part of this
-machine: it is decided at query time from when the hive's last reading *arrived* (see service.hive_state).
+machine: it is decided at query time from when the hive's last reading *arrived* (see
+beeaudio.collector.hive_state).
 Because each step is a function of the rollups only, the state does not depend on the order in which
-events arrived; service.hive_state re-evaluates the steps a late event affects.
+events arrived; beeaudio.collector.hive_state re-evaluates the steps a late event affects.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_bundle", "tests.service_fixtures"]
+pytest_plugins = ["tests.fixtures.bundles", "tests.fixtures.collector"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_REAL = REPO_ROOT.parent / "shared" / "data" / "real"

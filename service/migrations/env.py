@@ -1,10 +1,10 @@
-"""Alembic environment: run with a connection handed over in ``config.attributes`` (see service.migrate)."""
+"""Alembic environment: run with a connection handed over in ``config.attributes`` (see
+beeaudio.collector.migrate)."""
 
 from __future__ import annotations
 
 from alembic import context
-
-from service.db import metadata
+from beeaudio.collector.db import metadata
 
 config = context.config
 target_metadata = metadata
@@ -13,7 +13,7 @@ target_metadata = metadata
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("run the collector's migrations through service.migrate.upgrade()")
+        raise RuntimeError("run the collector's migrations through beeaudio.collector.migrate.upgrade()")
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -4,7 +4,8 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-27
 
-Written out by hand (not imported from service.db) so that this revision stays what it was when later
+Written out by hand (not imported from beeaudio.collector.db) so that this revision stays what it was
+when later
 revisions change the tables.
 """
 

@@ -1,0 +1,478 @@
+"""Audio in: decode any WAV/MP3/FLAC/OGG to mono float32 at the model's rate (and write WAV).
+
+Files are recognised by their content (libsndfile's detection plus our own look at the first bytes), never
+by their extension: real recorders leave MP3 streams named ``.ogg`` or ``.wav``. Every failure is an
+:class:`AudioError` subclass whose message names the file and the cause, so a device log or a training run
+over thousands of files says which file to look at and why.
+
+Truncated files: a WAV whose header promises more data than the file holds (a recorder that lost power
+before finalising its header, or a copy that was cut), or an OGG stream without its end-of-stream page, is
+**read as far as it goes**, with a logged warning and ``AudioInfo.truncated=True``: the audio present is
+valid and field data are too precious to drop. A file cut inside its header, or right where its data
+should begin (nothing to read), is a :class:`TruncatedAudioError`, and so is a FLAC/OGG/MP3 file whose
+decoder gives up part way (libsndfile then returns nothing usable for that read).
+
+Only numpy, soundfile and soxr are imported (this module runs on the hive device). Encoding MP3 is a desktop
+job (codec experiments, augmentation, test files): :mod:`beeaudio.desktop.codec`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from beeaudio.core.errors import BeeaudioError
+
+if TYPE_CHECKING:
+    from beeaudio.core.features import FeatureConfig
+
+__all__ = [
+    "SUPPORTED_CONTAINERS",
+    "AudioError",
+    "AudioInfo",
+    "BandLimitError",
+    "EmptyAudioError",
+    "NonFiniteAudioError",
+    "NotAudioError",
+    "TooShortAudioError",
+    "TruncatedAudioError",
+    "UnsupportedAudioError",
+    "iter_windows",
+    "load",
+    "probe",
+    "resample",
+    "write_wav",
+]
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_CONTAINERS = ("WAV", "MP3", "FLAC", "OGG")
+# libsndfile's names for the RIFF family all mean "a WAV file" to a user.
+_CONTAINER_OF_FORMAT = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "MP3": "MP3"}
+_CONTAINER_OF_FORMAT.update({"FLAC": "FLAC", "OGG": "OGG"})
+# Smallest complete header of each container: a file shorter than this that libsndfile refuses was cut.
+_MIN_HEADER_BYTES = {"FLAC": 42, "OGG": 58, "MP3": 4}
+_WAV_TAGS = {1: "PCM", 3: "IEEE float", 0xFFFE: "extensible"}
+
+
+class AudioError(BeeaudioError):
+    """A file that cannot be used as audio. ``str(e) == f"{path}: {reason}"``."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[AudioError], tuple[Path, str]]:
+        # Keeps the two-argument constructor picklable (multiprocessing workers re-raise these).
+        return (type(self), (self.path, self.reason))
+
+
+class EmptyAudioError(AudioError):
+    """0 bytes, or a valid header with 0 audio frames."""
+
+
+class TruncatedAudioError(AudioError):
+    """The file ends inside its header, before its data, or its decoder gave up part way."""
+
+
+class NotAudioError(AudioError):
+    """Not an audio file at all (text, random bytes, a picture ...)."""
+
+
+class UnsupportedAudioError(AudioError):
+    """Audio, but in a container or encoding we do not decode."""
+
+
+class NonFiniteAudioError(AudioError):
+    """Float samples that are NaN or infinite."""
+
+
+class TooShortAudioError(AudioError):
+    """Shorter than one analysis window (or the minimum asked for)."""
+
+
+class BandLimitError(AudioError):
+    """The recording's Nyquist frequency is below the band the model listens to."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    container: str  # "WAV" | "MP3" | "FLAC" | "OGG"
+    subtype: str  # libsndfile's encoding name, e.g. "PCM_16", "FLOAT", "MPEG_LAYER_III", "VORBIS"
+    sample_rate: int
+    channels: int
+    frames: int  # frames actually present (MP3: as the decoder reports)
+    duration_s: float
+    truncated: bool = False  # WAV/OGG cut short: read as far as it goes (see the module docstring)
+
+
+# -- recognising files --
+def _sniff(head: bytes) -> str | None:
+    """Container by magic bytes, or None. Only used to tell "broken audio" from "not audio"."""
+    if len(head) >= 4 and head[:4] in (b"RIFF", b"RIFX", b"RF64"):
+        return "WAV"
+    if head[:4] == b"fLaC":
+        return "FLAC"
+    if head[:4] == b"OggS":
+        return "OGG"
+    if head[:3] == b"ID3":
+        return "MP3"
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0:
+        return "MP3"  # MPEG audio frame sync with a valid layer
+    if head[:4] in (b"FORM", b".snd", b"caff"):
+        return "OTHER"
+    return None
+
+
+@dataclass(frozen=True)
+class _WavLayout:
+    format_tag: int | None  # None: fmt chunk missing or cut
+    block_align: int
+    data_offset: int | None  # None: no data chunk header in the file
+    declared_data_bytes: int
+    file_bytes: int
+
+
+def _wav_layout(path: Path) -> _WavLayout:
+    """Walk the RIFF chunks ourselves: libsndfile silently shortens a WAV whose data are cut."""
+    file_bytes = path.stat().st_size
+    format_tag, block_align, data_offset, declared = None, 0, None, 0
+    with path.open("rb") as fh:
+        riff = fh.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":  # RIFX (big-endian) and RF64: libsndfile's job
+            return _WavLayout(None, 0, None, 0, file_bytes)
+        while True:
+            header = fh.read(8)
+            if len(header) < 8:
+                break
+            chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
+            start = fh.tell()
+            if chunk_id == b"fmt ":
+                body = fh.read(min(size, 40))
+                if len(body) >= 16:
+                    format_tag, _, _, _, block_align = struct.unpack("<HHIIH", body[:14])
+                    if format_tag == 0xFFFE and len(body) >= 26:
+                        format_tag = 0xFFFE if struct.unpack("<H", body[24:26])[0] in (1, 3) else -1
+            elif chunk_id == b"data":
+                data_offset, declared = start, size
+                break
+            fh.seek(start + size + (size & 1))
+    return _WavLayout(format_tag, block_align, data_offset, declared, file_bytes)
+
+
+def _ogg_ends_cleanly(path: Path) -> bool:
+    """True when the last OGG page carries the end-of-stream flag (a complete, uncut stream)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - 65536))  # an OGG page is at most 65307 bytes
+        tail = fh.read()
+    last = tail.rfind(b"OggS")
+    return last >= 0 and last + 6 <= len(tail) and bool(tail[last + 5] & 0x04)
+
+
+def _explain_open_failure(path: Path, error: sf.LibsndfileError, container: str | None) -> AudioError:
+    detail = (getattr(error, "error_string", "") or str(error)).strip()
+    size = path.stat().st_size
+    if container is None:
+        return NotAudioError(path, f"not an audio file (no WAV/MP3/FLAC/OGG signature; libsndfile: {detail})")
+    if container == "OTHER":
+        return UnsupportedAudioError(
+            path, f"audio container libsndfile cannot open ({detail}); convert it to WAV or FLAC"
+        )
+    if container == "WAV":
+        layout = _wav_layout(path)
+        if layout.format_tag is None:
+            return TruncatedAudioError(
+                path, f"WAV file cut inside its header ({size} bytes; libsndfile: {detail})"
+            )
+        if layout.format_tag not in _WAV_TAGS:
+            tag = "unknown" if layout.format_tag < 0 else f"0x{layout.format_tag:04x}"
+            return UnsupportedAudioError(
+                path,
+                f"WAV encoding {tag} is not supported (use PCM 8/16/24/32-bit or float);"
+                f" libsndfile: {detail}",
+            )
+        if layout.data_offset is None:
+            return TruncatedAudioError(path, f"WAV file ends before its data chunk ({size} bytes)")
+        return UnsupportedAudioError(path, f"WAV file libsndfile cannot decode: {detail}")
+    lowered = detail.lower()
+    if (
+        size < _MIN_HEADER_BYTES.get(container, 0)
+        or container == "MP3"
+        or any(word in lowered for word in ("malformed", "lost sync", "unexpected end", "unknown error"))
+    ):
+        return TruncatedAudioError(
+            path, f"truncated or corrupt {container} file ({size} bytes; libsndfile: {detail})"
+        )
+    return UnsupportedAudioError(path, f"{container} file in an encoding libsndfile cannot decode: {detail}")
+
+
+def _open(path: Path) -> tuple[sf.SoundFile, AudioInfo]:
+    """Open by content and describe; raises the typed errors of every failure that shows before decoding."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise EmptyAudioError(path, "empty file (0 bytes)")
+    with path.open("rb") as fh:
+        magic = _sniff(fh.read(16))
+    try:
+        handle = sf.SoundFile(path)
+    except sf.LibsndfileError as error:
+        raise _explain_open_failure(path, error, magic) from error
+    except (RuntimeError, ValueError, TypeError) as error:  # e.g. soundfile on unusual subtypes
+        error_class = NotAudioError if magic is None else UnsupportedAudioError
+        raise error_class(path, f"cannot open as audio: {error}") from error
+    try:
+        info = _describe(path, handle)
+    except BaseException:
+        handle.close()
+        raise
+    return handle, info
+
+
+def _describe(path: Path, handle: sf.SoundFile) -> AudioInfo:
+    container = _CONTAINER_OF_FORMAT.get(handle.format)
+    if container is None:
+        raise UnsupportedAudioError(
+            path,
+            f"{handle.format} container is not supported (only {', '.join(SUPPORTED_CONTAINERS)});"
+            f" convert it, e.g. `ffmpeg -i {path.name} out.wav`",
+        )
+    if handle.samplerate <= 0 or handle.channels <= 0:
+        raise UnsupportedAudioError(
+            path, f"invalid header: {handle.samplerate} Hz, {handle.channels} channels"
+        )
+    frames = int(handle.frames)
+    truncated = False
+    if container == "WAV" and handle.format in ("WAV", "WAVEX"):
+        layout = _wav_layout(path)
+        declared = layout.declared_data_bytes
+        # 0 and 0xFFFFFFFF are "size unknown" placeholders written by streaming recorders.
+        if layout.data_offset is not None and layout.block_align > 0 and 0 < declared < 0xFFFFFFFF:
+            declared_frames = declared // layout.block_align
+            if declared_frames > frames:
+                if frames == 0:
+                    raise TruncatedAudioError(
+                        path,
+                        f"WAV header promises {declared_frames} frames but the file ends where data begin",
+                    )
+                truncated = True
+                log.warning(
+                    "%s: truncated WAV: header promises %d frames, file holds %d (%.1f%%);"
+                    " reading what is there",
+                    path,
+                    declared_frames,
+                    frames,
+                    100.0 * frames / declared_frames,
+                )
+    if container == "OGG" and not _ogg_ends_cleanly(path):
+        # libsndfile quietly decodes the pages present; only the missing end-of-stream page tells.
+        if frames <= 0:
+            raise TruncatedAudioError(path, "OGG stream cut before its first audio page")
+        truncated = True
+        log.warning("%s: truncated OGG: no end-of-stream page; reading the %d frames present", path, frames)
+    if frames <= 0:
+        raise EmptyAudioError(path, f"{container} file with no audio frames")
+    return AudioInfo(
+        path=path,
+        container=container,
+        subtype=str(handle.subtype),
+        sample_rate=int(handle.samplerate),
+        channels=int(handle.channels),
+        frames=frames,
+        duration_s=frames / handle.samplerate,
+        truncated=truncated,
+    )
+
+
+def probe(path: Path) -> AudioInfo:
+    """Describe an audio file without decoding its samples. Raises the typed :class:`AudioError`s."""
+    handle, info = _open(Path(path))
+    handle.close()
+    return info
+
+
+# -- checks shared by load() and iter_windows() --
+def _check_band(info: AudioInfo, max_band_hz: float | None) -> None:
+    if max_band_hz is None:
+        return
+    nyquist = info.sample_rate / 2
+    if nyquist < max_band_hz:
+        raise BandLimitError(
+            info.path,
+            f"recorded at {info.sample_rate} Hz, so it holds nothing above {nyquist:g} Hz, but the model"
+            f" listens up to {max_band_hz:g} Hz; upsampling would feed it silence. Use a model whose feature"
+            f" band ends at or below {nyquist:g} Hz (FeatureConfig.fmax; the default 1000 Hz suits recorders"
+            f" of 2 kHz and up) or record at {math.ceil(2 * max_band_hz)} Hz or more.",
+        )
+
+
+def _check_finite(path: Path, block: np.ndarray, offset_frames: int, sample_rate: int) -> None:
+    finite = np.isfinite(block)
+    if not finite.all():
+        first = int(np.argmin(finite.reshape(finite.shape[0], -1).all(axis=1)))
+        raise NonFiniteAudioError(
+            path,
+            f"{int(block.size - np.count_nonzero(finite))} non-finite samples (NaN/inf), the first at"
+            f" {(offset_frames + first) / sample_rate:.3f} s; the file is corrupt or was written"
+            " unnormalised",
+        )
+
+
+def _to_mono(block: np.ndarray) -> np.ndarray:
+    if block.ndim == 1:
+        return block.astype(np.float32, copy=False)
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0], dtype=np.float32)
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def _read(path: Path, handle: sf.SoundFile, frames: int) -> np.ndarray:
+    try:
+        return handle.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise TruncatedAudioError(path, f"decoding failed after {handle.tell()} frames: {error}") from error
+
+
+# -- public API --
+def resample(audio: np.ndarray, *, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling (soxr, high quality) of a mono signal, as float32."""
+    signal = np.asarray(audio, dtype=np.float32)
+    if orig_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
+    if orig_rate == target_rate or signal.size == 0:
+        return signal.copy()
+    return np.asarray(soxr.resample(signal, orig_rate, target_rate), dtype=np.float32)
+
+
+def load(
+    path: Path, *, sample_rate: int, max_band_hz: float | None = None, min_seconds: float = 0.0
+) -> np.ndarray:
+    """Decode a whole file to mono float32 at ``sample_rate`` (channels averaged, soxr resampling).
+
+    ``max_band_hz``: refuse (:class:`BandLimitError`) a recording whose Nyquist frequency is below it.
+    ``min_seconds``: refuse (:class:`TooShortAudioError`) a shorter recording.
+    """
+    path = Path(path)
+    handle, info = _open(path)
+    with handle:
+        _check_band(info, max_band_hz)
+        _check_short(info, min_seconds)
+        block = _read(path, handle, -1)
+    if block.shape[0] == 0:
+        raise TruncatedAudioError(path, f"header announces {info.frames} frames but none could be decoded")
+    _check_finite(path, block, 0, info.sample_rate)
+    return resample(_to_mono(block), orig_rate=info.sample_rate, target_rate=sample_rate)
+
+
+def _check_short(info: AudioInfo, min_seconds: float) -> None:
+    if info.duration_s < min_seconds:
+        raise TooShortAudioError(
+            info.path,
+            f"{info.duration_s:.3f} s of audio, shorter than the {min_seconds:g} s needed for one window",
+        )
+
+
+def iter_windows(
+    path: Path, *, config: FeatureConfig, block_seconds: float = 60.0
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(start_s, samples)`` for every analysis window of a file, reading it in blocks.
+
+    Memory stays bounded by ``block_seconds`` (plus one window) whatever the file's length. Windows fall
+    exactly where ``features.window_starts`` puts them on the whole decoded file, and the samples equal
+    those of :func:`load` (the streaming resampler is the same soxr filter, so they are bit-identical).
+    The file is checked before the first window: :class:`BandLimitError` if its Nyquist frequency is below
+    ``config.fmax``, :class:`TooShortAudioError` if it cannot fill one window.
+    """
+    path = Path(path)
+    if block_seconds <= 0:
+        raise ValueError(f"block_seconds must be positive, got {block_seconds}")
+    # Checked now, not at the first next(): a caller learns at once that a file is unusable.
+    info = probe(path)
+    _check_band(info, config.fmax)
+    _check_short(info, config.window_seconds)
+    return _windows(info, config=config, block_seconds=block_seconds)
+
+
+def _windows(
+    info: AudioInfo, *, config: FeatureConfig, block_seconds: float
+) -> Iterator[tuple[float, np.ndarray]]:
+    path = info.path
+    window, hop, rate = config.window_samples, config.hop_samples, config.sample_rate
+    try:  # already probed: open without describing (and warning) again
+        handle = sf.SoundFile(path)
+    except sf.LibsndfileError as error:
+        raise TruncatedAudioError(path, f"could not reopen for decoding: {error}") from error
+    with handle:
+        stream = None
+        if info.sample_rate != rate:
+            stream = soxr.ResampleStream(info.sample_rate, rate, 1, dtype="float32")
+        block_frames = max(1, round(block_seconds * info.sample_rate))
+        buffer = np.zeros(0, dtype=np.float32)
+        buffer_start = 0  # index, in the output signal, of buffer[0]
+        next_start = 0  # index of the next window's first sample
+        read_frames = 0
+        yielded = 0
+        while True:
+            block = _read(path, handle, block_frames)
+            last = block.shape[0] < block_frames
+            _check_finite(path, block, read_frames, info.sample_rate)
+            read_frames += block.shape[0]
+            mono = _to_mono(block)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=last)
+            buffer = np.concatenate([buffer, mono]) if buffer.size else mono
+            while next_start + window <= buffer_start + buffer.size:
+                offset = next_start - buffer_start
+                yield next_start / rate, buffer[offset : offset + window].copy()
+                yielded += 1
+                next_start += hop
+            # Keep only what a future window can still use.
+            drop = min(max(0, next_start - buffer_start), buffer.size)
+            buffer = buffer[drop:]
+            buffer_start += drop
+            if last:
+                break
+        if read_frames == 0:
+            raise TruncatedAudioError(
+                path, f"header announces {info.frames} frames but none could be decoded"
+            )
+        if yielded == 0:
+            raise TooShortAudioError(
+                path,
+                f"{read_frames / info.sample_rate:.3f} s decoded, shorter than one"
+                f" {config.window_seconds:g} s window",
+            )
+
+
+def write_wav(path: Path, *, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Write mono (or (frames, channels)) audio as WAV, atomically: readers (e.g. a spool-folder watcher)
+    never see a half-written file. PCM subtypes are clipped to [-1, 1] rather than wrapped."""
+    path = Path(path)
+    data = np.asarray(audio, dtype=np.float32)
+    if subtype.startswith("PCM"):
+        data = np.clip(data, -1.0, 1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp_name, data, sample_rate, subtype=subtype, format="WAV")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path

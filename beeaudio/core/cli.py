@@ -1,0 +1,141 @@
+"""The edge core's own commands: ``classify`` and ``info`` (they run on a hive device as on a desktop).
+
+Each handler is a thin wrapper over the library and imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from beeaudio.core.console import EXIT_ERROR, guarded, pct, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_classify(subparsers)
+    _register_info(subparsers)
+
+
+# -- classify ----------------------------------------------------------------------------------------------
+def _register_classify(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "classify",
+        help="classify audio files with a bundle",
+        description="Classify WAV/MP3/FLAC/OGG files window by window and print, per file, the label (of "
+        "the mean probabilities), the share of windows labelled swarm and the number of windows. Files that "
+        "cannot be read get an error line; the exit status is 2 if any file failed.",
+    )
+    p.add_argument("--model", type=Path, required=True, help=".beemodel bundle")
+    p.add_argument("files", type=Path, nargs="+", help="audio files")
+    p.add_argument("--json", action="store_true", help="JSON output with per-window probabilities")
+    p.add_argument("--windows", action="store_true", help="also print every window (table output)")
+    p.add_argument(
+        "--runtime", default=None, help="ai_edge_litert, tflite_runtime or tensorflow (default: first found)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.set_defaults(func=guarded("classify", _classify))
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from beeaudio.core.audio import AudioError
+    from beeaudio.core.inference import Classifier
+
+    classifier = Classifier.load(args.model, runtime=args.runtime, num_threads=args.threads)
+    swarm = classifier.manifest.swarm_label
+    results, errors = [], []
+    for path in args.files:
+        try:
+            results.append(classifier.classify_file(path))
+        except (AudioError, OSError, ValueError) as exc:
+            message = str(exc) if isinstance(exc, AudioError) else f"{path}: {exc}"
+            errors.append({"path": str(path), "error": message, "type": type(exc).__name__})
+            if not args.json:
+                print(f"beeaudio classify: error: {message}", file=sys.stderr)
+    if args.json:
+        print_json(
+            {
+                "model": {
+                    "name": classifier.manifest.model_name,
+                    "version": classifier.manifest.model_version,
+                    "runtime": classifier.runtime,
+                    "labels": list(classifier.labels),
+                    "swarm_label": swarm,
+                },
+                "files": [r.to_json() for r in results],
+                "errors": errors,
+            }
+        )
+        return EXIT_ERROR if errors else 0
+    if results:
+        width = max(len(str(r.path)) for r in results)
+        print(
+            f"{'file':<{width}}  {'format':<6} {'seconds':>8} {'windows':>7}  "
+            f"{'label':<12} {swarm + ' share':>12}"
+        )
+        for r in results:
+            print(
+                f"{r.path!s:<{width}}  {r.source_format:<6} {r.duration_s:>8.1f} {len(r.windows):>7}  "
+                f"{r.label:<12} {100 * r.swarm_fraction:>10.1f} %"
+            )
+            if args.windows:
+                for w in r.windows:
+                    probs = "  ".join(f"{k} {v:.3f}" for k, v in w.probabilities.items())
+                    print(f"    {w.start_s:>8.1f} s  {w.label:<12} {probs}  level {w.level_dbfs:.1f} dBFS")
+    return EXIT_ERROR if errors else 0
+
+
+# -- info --------------------------------------------------------------------------------------------------
+def _register_info(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show a bundle's manifest",
+        description="Read a .beemodel bundle (checksum and format verified) and summarise its manifest: "
+        "model, labels, feature config, tensors, quantisation and the training figures.",
+    )
+    p.add_argument("file", type=Path, help=".beemodel bundle")
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.set_defaults(func=guarded("info", _info))
+
+
+def _info(args: argparse.Namespace) -> int:
+    from beeaudio.core.bundle import read_bundle
+
+    bundle = read_bundle(args.file)
+    m = bundle.manifest
+    if args.json:
+        print_json({"path": str(bundle.path), "bytes": bundle.path.stat().st_size, "manifest": m.to_json()})
+        return 0
+    fc = m.feature_config
+    training = m.training or {}
+    checks = training.get("export_checks", {})
+    print(
+        f"{bundle.path} ({bundle.path.stat().st_size / 1024:.1f} KB, "
+        f"model {len(bundle.model_bytes) / 1024:.1f} KB)"
+    )
+    print(
+        f"  model        {m.model_name} {m.model_version}, format {m.format_version}, created {m.created_at}"
+    )
+    print(f"  labels       {', '.join(m.labels)} (swarm label: {m.swarm_label})")
+    print(f"  quantization {m.quantization}: input {list(m.input_shape)} {m.input_dtype}, "
+          f"output {list(m.output_shape)} {m.output_dtype}")  # fmt: skip
+    print(
+        f"  features     {fc.representation}, {fc.n_mfcc} MFCC + {fc.deltas} delta(s), {fc.n_mels} mel bands "
+        f"{fc.fmin:g}-{fc.fmax:g} Hz at {fc.sample_rate} Hz, "
+        f"window {fc.window_seconds:g} s / hop {fc.hop_seconds:g} s"
+    )
+    print(f"  sha256       {m.model_sha256}")
+    print(f"  self-test    {len(bundle.selftest.features)} windows, atol {bundle.selftest.atol:.3g}")
+    if training:
+        dataset = training.get("dataset") or {}
+        print(
+            f"  training     {training.get('model')} {training.get('layers')}×{training.get('units')}, "
+            f"{training.get('params')} parameters; data {dataset.get('path')} "
+            f"({'synthetic, ' if dataset.get('synthetic') else ''}{dataset.get('hives')} hives, "
+            f"{dataset.get('windows')} windows)"
+        )
+    if checks:
+        line = f"  held-out     {checks.get('heldout_windows')} windows: accuracy {pct(checks['accuracy'])}"
+        line += f" (Keras {pct(checks['keras_accuracy'])}, float32 {pct(checks['float32_accuracy'])})"
+        print(line + f", agreement with Keras {pct(checks['agreement'])}")
+    return 0

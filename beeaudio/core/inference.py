@@ -1,0 +1,405 @@
+"""Run a model bundle: load it (checksum, self-test), pick a TF-Lite runtime, classify windows, arrays, files.
+
+Runtimes, in order of preference: ``ai_edge_litert`` (LiteRT, the maintained one), ``tflite_runtime`` (legacy;
+the only one for 32-bit Raspberry Pi OS, numpy < 2) and ``tensorflow`` (``tf.lite``, the desktop fallback).
+Exported models use builtin ops only, so each runs the same bundle. TensorFlow is imported only if neither
+light runtime is installed, because tflite-runtime 2.14 crashes when TensorFlow shares its process.
+
+Nothing here imports TensorFlow or librosa at import time: this module is what the hive device runs.
+A :class:`Classifier` owns one interpreter and is not thread-safe; use one per thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beeaudio.core import audio as audio_io
+from beeaudio.core import features as feats
+from beeaudio.core.bundle import (
+    Bundle,
+    BundleError,
+    BundleManifest,
+    QuantParams,
+    read_bundle,
+)
+from beeaudio.core.errors import BeeaudioError
+
+log = logging.getLogger(__name__)
+
+RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+class RuntimeUnavailableError(BeeaudioError, RuntimeError):
+    """The requested TF-Lite runtime (or any runtime at all) is not installed."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as the interpreter sees it."""
+
+    index: int
+    shape: tuple[int, ...]
+    dtype: str
+    quant: QuantParams | None
+
+
+def _interpreter_class(runtime: str) -> Any:
+    if runtime == "ai_edge_litert":
+        return importlib.import_module("ai_edge_litert.interpreter").Interpreter
+    if runtime == "tflite_runtime":
+        return importlib.import_module("tflite_runtime.interpreter").Interpreter
+    if runtime == "tensorflow":
+        return importlib.import_module("tensorflow").lite.Interpreter
+    raise RuntimeUnavailableError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+
+
+def resolve_runtime(runtime: str | None = None) -> tuple[str, Any]:
+    """The runtime's name and Interpreter class: the one asked for, else the first one installed."""
+    candidates = (runtime,) if runtime else RUNTIMES
+    errors = []
+    for name in candidates:
+        try:
+            return name, _interpreter_class(name)
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+    if runtime:
+        raise RuntimeUnavailableError(f"TF-Lite runtime {runtime!r} is not available ({errors[0]})")
+    raise RuntimeUnavailableError(
+        "no TF-Lite runtime installed; install ai-edge-litert (pip install 'beeaudio[edge]'), or "
+        f"tflite-runtime on 32-bit ARM ({'; '.join(errors)})"
+    )
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes importable in this process (importing ``tensorflow`` to find out if it must)."""
+    found = []
+    for name in RUNTIMES:
+        try:
+            _interpreter_class(name)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def make_interpreter(
+    *, model_bytes: bytes, runtime: str | None = None, num_threads: int = 1
+) -> tuple[Any, str]:
+    """An allocated interpreter for ``model_bytes`` and the name of the runtime that made it."""
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    name, interpreter_class = resolve_runtime(runtime)
+    try:
+        interpreter = interpreter_class(model_content=model_bytes, num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(f"{name} cannot load the model: {exc}") from exc
+    return interpreter, name
+
+
+def _tensor_spec(detail: dict[str, Any]) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quant = QuantParams(scale=float(scale), zero_point=int(zero_point)) if scale else None
+    return TensorSpec(
+        index=int(detail["index"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        quant=quant,
+    )
+
+
+def _signature(interpreter: Any) -> dict[str, TensorSpec]:
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BundleError(
+            f"a hive model has one input and one output; this one has {len(inputs)} and {len(outputs)}"
+        )
+    return {"input": _tensor_spec(inputs[0]), "output": _tensor_spec(outputs[0])}
+
+
+def describe_model(*, model_bytes: bytes, runtime: str | None = None) -> dict[str, TensorSpec]:
+    """``{"input": TensorSpec, "output": TensorSpec}`` of a TF-Lite model, read by an interpreter."""
+    interpreter, _ = make_interpreter(model_bytes=model_bytes, runtime=runtime)
+    return _signature(interpreter)
+
+
+def quantize(*, values: np.ndarray, dtype: str, quant: QuantParams | None) -> np.ndarray:
+    """Float features to the model's input dtype: ``q = round(x / scale) + zero_point``, saturated."""
+    if dtype == "float32":
+        return np.asarray(values, dtype=np.float32)
+    if quant is None:
+        raise BundleError(f"{dtype} input without quantisation parameters")
+    info = np.iinfo(np.dtype(dtype))
+    scaled = np.asarray(values, dtype=np.float64) / quant.scale
+    # Round half away from zero, as TF-Lite's own QUANTIZE op does (numpy rounds half to even).
+    q = np.trunc(scaled + np.copysign(0.5, scaled)) + quant.zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def standardize(
+    *, features: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> np.ndarray:
+    """``(x - mean) / std`` along the last axis, or ``x`` unchanged when the bundle has no statistics."""
+    x = np.asarray(features, dtype=np.float32)
+    if mean is None or std is None:
+        return x
+    return ((x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)).astype(np.float32)
+
+
+def dequantize(*, values: np.ndarray, quant: QuantParams | None) -> np.ndarray:
+    if quant is None:
+        return np.asarray(values, dtype=np.float32)
+    return ((np.asarray(values, dtype=np.float32) - quant.zero_point) * quant.scale).astype(np.float32)
+
+
+class ModelRunner:
+    """One allocated interpreter that runs a model a window at a time, with int8 (de)quantisation."""
+
+    def __init__(self, *, model_bytes: bytes, runtime: str | None = None, num_threads: int = 1) -> None:
+        self._interpreter, self.runtime = make_interpreter(
+            model_bytes=model_bytes, runtime=runtime, num_threads=num_threads
+        )
+        signature = _signature(self._interpreter)
+        self.input, self.output = signature["input"], signature["output"]
+        if self.input.shape[0] != 1:
+            # A batch of one window: bounded memory and the same arithmetic for every caller.
+            self._interpreter.resize_tensor_input(self.input.index, [1, *self.input.shape[1:]])
+            self._interpreter.allocate_tensors()
+
+    def run(self, features: np.ndarray) -> np.ndarray:
+        """Dequantised outputs ``(n, n_out)`` float32 for float inputs ``(n, *input_shape[1:])``."""
+        q = quantize(values=features, dtype=self.input.dtype, quant=self.input.quant)
+        interpreter = self._interpreter
+        out = np.empty((len(q), int(np.prod(self.output.shape[1:]))), dtype=np.float32)
+        for i in range(len(q)):
+            interpreter.set_tensor(self.input.index, q[i : i + 1])
+            interpreter.invoke()
+            raw = interpreter.get_tensor(self.output.index)[0]
+            out[i] = dequantize(values=raw, quant=self.output.quant).ravel()
+        return out
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    start_s: float
+    probabilities: dict[str, float]
+    label: str
+    swarm_score: float
+    level_dbfs: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start_s": self.start_s,
+            "probabilities": self.probabilities,
+            "label": self.label,
+            "swarm_score": self.swarm_score,
+            "level_dbfs": self.level_dbfs,
+        }
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: Path
+    source_format: str
+    duration_s: float
+    windows: list[WindowResult]
+    label: str
+    mean_probabilities: dict[str, float]
+    swarm_fraction: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "source_format": self.source_format,
+            "duration_s": self.duration_s,
+            "label": self.label,
+            "mean_probabilities": self.mean_probabilities,
+            "swarm_fraction": self.swarm_fraction,
+            "windows": [w.to_json() for w in self.windows],
+        }
+
+
+class Classifier:
+    """A loaded, verified bundle with its interpreter (allocated once, batch of one window)."""
+
+    def __init__(self, *, bundle: Bundle, runner: ModelRunner) -> None:
+        self.bundle = bundle
+        self.manifest: BundleManifest = bundle.manifest
+        self.runtime = runner.runtime
+        self._runner = runner
+        self._check_signature()
+
+    @classmethod
+    def load(
+        cls, path: Path, *, runtime: str | None = None, num_threads: int = 1, selftest: bool = True
+    ) -> Classifier:
+        """Read and verify the bundle, make the interpreter, and (by default) run the bundle's self-test."""
+        return cls.from_bundle(
+            read_bundle(Path(path)), runtime=runtime, num_threads=num_threads, selftest=selftest
+        )
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Bundle, *, runtime: str | None = None, num_threads: int = 1, selftest: bool = True
+    ) -> Classifier:
+        runner = ModelRunner(model_bytes=bundle.model_bytes, runtime=runtime, num_threads=num_threads)
+        classifier = cls(bundle=bundle, runner=runner)
+        if selftest:
+            delta = classifier.run_selftest()
+            log.info(
+                "bundle %s passed its self-test on %s (max |Δ| %.3g)", bundle.path, runner.runtime, delta
+            )
+        return classifier
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.path
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    @property
+    def config(self) -> feats.FeatureConfig:
+        return self.manifest.feature_config
+
+    def _check_signature(self) -> None:
+        m, inp, out = self.manifest, self._runner.input, self._runner.output
+        problems = []
+        if inp.shape[1:] != m.feature_shape or inp.dtype != m.input_dtype:
+            problems.append(
+                f"input {list(inp.shape)} {inp.dtype} vs manifest {list(m.input_shape)} {m.input_dtype}"
+            )
+        if out.shape[1:] != (len(m.labels),) or out.dtype != m.output_dtype:
+            problems.append(
+                f"output {list(out.shape)} {out.dtype} vs manifest {list(m.output_shape)} {m.output_dtype}"
+            )
+        for name, spec, declared in (("input", inp, m.input_quant), ("output", out, m.output_quant)):
+            if spec.dtype != "float32" and (
+                declared is None
+                or spec.quant is None
+                or declared.zero_point != spec.quant.zero_point
+                or not np.isclose(declared.scale, spec.quant.scale, rtol=1e-6)
+            ):
+                problems.append(f"{name} quantisation {spec.quant} vs manifest {declared}")
+        if problems:
+            raise BundleError(
+                f"{self.bundle.path}: the model does not match its manifest: {'; '.join(problems)}"
+            )
+
+    def run_selftest(self) -> float:
+        """Run the bundle's self-test windows; return the max |Δ|, raise BundleError beyond the tolerance."""
+        test = self.bundle.selftest
+        got = self.predict(test.features)
+        delta = float(np.max(np.abs(got - test.expected)))
+        if not delta <= test.atol:
+            raise BundleError(
+                f"{self.bundle.path}: self-test failed: max |Δ| {delta:.4g} > atol {test.atol:.4g} over "
+                f"{len(test.features)} windows on runtime {self.runtime} — wrong model for these features, "
+                "or a runtime that computes it differently"
+            )
+        return delta
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, n_labels)`` float32 for windows ``(n, *feature_shape)`` or one window."""
+        x = np.asarray(features, dtype=np.float32)
+        shape = self.manifest.feature_shape
+        if x.shape == shape:
+            x = x[None]
+        if x.shape[1:] != shape:
+            raise ValueError(
+                f"features of shape {x.shape}; this model takes (n, {', '.join(map(str, shape))})"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("features contain NaN or infinity")
+        m = self.manifest
+        return self._runner.run(standardize(features=x, mean=m.feature_mean, std=m.feature_std))
+
+    def _window_result(self, *, start_s: float, probabilities: np.ndarray, level_dbfs: float) -> WindowResult:
+        labels = self.manifest.labels
+        probs = {label: float(p) for label, p in zip(labels, probabilities, strict=True)}
+        return WindowResult(
+            start_s=float(start_s),
+            probabilities=probs,
+            label=labels[int(np.argmax(probabilities))],
+            swarm_score=probs[self.manifest.swarm_label],
+            level_dbfs=float(level_dbfs),
+        )
+
+    def classify_windows(self, windows: Iterable[tuple[float, np.ndarray]]) -> Iterator[WindowResult]:
+        """Classify ``(start_s, samples)`` windows (mono float32 at the model's rate), one at a time."""
+        config = self.config
+        for start_s, samples in windows:
+            if len(samples) != config.window_samples:
+                raise ValueError(
+                    f"window at {start_s:.2f} s has {len(samples)} samples; "
+                    f"the model needs {config.window_samples}"
+                )
+            window = feats.window_features(audio=samples, config=config)
+            yield self._window_result(
+                start_s=start_s,
+                probabilities=self.predict(window[:1])[0],
+                level_dbfs=feats.level_dbfs(audio=samples),
+            )
+
+    def classify_array(self, audio: np.ndarray, *, sample_rate: int) -> list[WindowResult]:
+        """Classify a mono signal already in memory (resampled to the model's rate if needed)."""
+        config = self.config
+        signal = np.asarray(audio, dtype=np.float32)
+        if signal.ndim != 1:
+            raise ValueError(f"expected mono audio (1-D), got shape {signal.shape}")
+        if sample_rate != config.sample_rate:
+            signal = audio_io.resample(signal, orig_rate=sample_rate, target_rate=config.sample_rate)
+        starts = feats.window_starts(n_samples=len(signal), config=config)
+        windows = (
+            (
+                float(s),
+                signal[round(s * config.sample_rate) : round(s * config.sample_rate) + config.window_samples],
+            )
+            for s in starts
+        )
+        return list(self.classify_windows(windows))
+
+    def classify_file(self, path: Path, *, block_seconds: float = 60.0) -> FileResult:
+        """Classify a recording window by window (bounded memory) and summarise it.
+
+        The file's label is the argmax of the mean probabilities; ``swarm_fraction`` is the share of windows
+        whose own label is the swarm label. Audio problems raise :class:`beeaudio.core.audio.AudioError`.
+        ``block_seconds`` is how much audio is decoded at a time (memory: about that much, whatever the
+        file's length).
+        """
+        path = Path(path)
+        info = audio_io.probe(path)
+        windows = list(
+            self.classify_windows(
+                audio_io.iter_windows(path, config=self.config, block_seconds=block_seconds)
+            )
+        )
+        if not windows:
+            raise audio_io.TooShortAudioError(path, f"shorter than one {self.config.window_seconds} s window")
+        return self.summarize(
+            path=path, source_format=info.container, duration_s=info.duration_s, windows=windows
+        )
+
+    def summarize(
+        self, *, path: Path, source_format: str, duration_s: float, windows: list[WindowResult]
+    ) -> FileResult:
+        labels = self.manifest.labels
+        mean = np.mean([[w.probabilities[label] for label in labels] for w in windows], axis=0)
+        swarm = sum(1 for w in windows if w.label == self.manifest.swarm_label)
+        return FileResult(
+            path=path,
+            source_format=source_format,
+            duration_s=float(duration_s),
+            windows=windows,
+            label=labels[int(np.argmax(mean))],
+            mean_probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
+            swarm_fraction=swarm / len(windows),
+        )

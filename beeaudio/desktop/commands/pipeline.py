@@ -1,0 +1,329 @@
+"""The desktop pipeline commands: ``synth``, ``train``, ``export``, ``evaluate``.
+
+Each handler is a thin wrapper over a keyword-only library function and imports what it needs when it
+runs, so ``beeaudio --help`` does not load TensorFlow. Expected failures (bad audio, a bad bundle, an
+export that fails its checks, a wrong option value) print one ``beeaudio CMD: error: ...`` line and exit
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from beeaudio.core.console import guarded, pct, print_json, progress_enabled
+from beeaudio.desktop.commands.options import add_cache_options, cache_dir, positive_int_list
+
+EXIT_ERROR = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_synth(subparsers)
+    _register_train(subparsers)
+    _register_export(subparsers)
+    _register_evaluate(subparsers)
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's start-up chatter (CPU features, oneDNN, "Assets written to") says nothing to a beekeeper.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if len(values) < 2:
+        raise argparse.ArgumentTypeError(f"expected at least two comma-separated names, got {text!r}")
+    return values
+
+
+# -- synth -------------------------------------------------------------------------------------------------
+def _register_synth(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "synth",
+        help="generate a synthetic hive-sound dataset (WAVs + manifest.csv)",
+        description="Write a deterministic synthetic dataset: for each hive, recordings of each class "
+        "(normal, swarm, ...) with per-hive and per-microphone variation and background noise, plus a "
+        "manifest.csv. The audio is synthetic: it tests the pipeline, it does not replace real recordings.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    p.add_argument("--hives", type=int, default=12, help="number of hives (default 12)")
+    p.add_argument(
+        "--seed", type=int, default=1, help="random seed: the same seed gives the same files (default 1)"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=30.0, help="length of each recording in seconds (default 30)"
+    )
+    p.add_argument("--recordings", type=int, default=4, help="recordings per hive and class (default 4)")
+    p.add_argument(
+        "--classes",
+        type=_name_list,
+        default=("normal", "swarm"),
+        help="comma-separated classes (default normal,swarm)",
+    )
+    p.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the WAVs (default 16000)")
+    p.set_defaults(func=guarded("synth", _synth))
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from beeaudio.desktop.synth import SynthConfig, generate_dataset
+
+    config = SynthConfig(
+        hives=args.hives,
+        recordings_per_class=args.recordings,
+        seconds=args.seconds,
+        sample_rate=args.sample_rate,
+        classes=tuple(args.classes),
+        seed=args.seed,
+    )
+    manifest = generate_dataset(out=args.out, config=config, progress=progress_enabled(args))
+    n = config.hives * config.recordings_per_class * len(config.classes)
+    print(
+        f"wrote {n} synthetic recordings ({config.hives} hives × {len(config.classes)} classes × "
+        f"{config.recordings_per_class} × {config.seconds:g} s) to {args.out}; manifest {manifest}"
+    )
+    return 0
+
+
+# -- train -------------------------------------------------------------------------------------------------
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a classifier on a dataset folder (hive-grouped split)",
+        description="Train a dnn (MFCC statistics, feed-forward; the reference paper's model) or a cnn "
+        "(MFCC × time) on the recordings under --data. Train and test never share a hive; early stopping "
+        "uses a hive-grouped validation split of the train hives. Writes the run folder: model.keras, "
+        "metrics.json, split.json, heldout.npz, plots. Features are cached (--cache), so a second run "
+        "does not decode the audio again.",
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset folder (manifest.csv, class folders, OSBH names)"
+    )
+    p.add_argument("--model", choices=("dnn", "cnn"), default="dnn", help="model family (default dnn)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.add_argument(
+        "--layers", type=int, default=None, help="hidden layers (dnn, default 3) or conv blocks (cnn, 2)"
+    )
+    p.add_argument(
+        "--units", type=int, default=None, help="units per layer (dnn, default 128) or filters (cnn, 32)"
+    )
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout rate (default 0.2)")
+    p.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60; early stopping)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.25, help="share of hives held out for test (0.25)"
+    )
+    p.add_argument(
+        "--validation-fraction", type=float, default=0.2, help="share of train hives for early stopping"
+    )
+    p.add_argument(
+        "--window-seconds", type=float, default=None, help="analysis window in seconds (default 2)"
+    )
+    p.add_argument(
+        "--hop-seconds", type=float, default=None, help="hop between windows in seconds (default 1)"
+    )
+    p.add_argument(
+        "--codec-augment",
+        action="store_true",
+        help="also train on MP3 re-encodings of the training recordings",
+    )
+    p.add_argument(
+        "--codec-bitrates",
+        type=positive_int_list,
+        default=(16, 24, 32, 48, 64),
+        help="MP3 kbps for --codec-augment",
+    )
+    add_cache_options(p)
+    p.add_argument("--json", action="store_true", help="print metrics.json instead of the summary")
+    p.set_defaults(func=guarded("train", _train))
+
+
+def _train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from beeaudio.core.features import FeatureConfig
+    from beeaudio.desktop.training.train import REPRESENTATION, TrainConfig, train_run
+
+    overrides = {
+        k: v
+        for k, v in (("window_seconds", args.window_seconds), ("hop_seconds", args.hop_seconds))
+        if v is not None
+    }
+    feature_config = (
+        FeatureConfig(representation=REPRESENTATION[args.model], **overrides) if overrides else None
+    )
+    config = TrainConfig(
+        model=args.model,
+        layers=args.layers,
+        units=args.units,
+        dropout=args.dropout,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+        feature_config=feature_config,
+        codec_augment=args.codec_augment,
+        codec_bitrates=args.codec_bitrates,
+        verbose=0 if args.quiet or args.json else (1 if sys.stdout.isatty() else 2),
+        progress=progress_enabled(args),
+    )
+    features_cache = cache_dir(args)
+    result = train_run(data=args.data, out=args.out, config=config, cache_dir=features_cache)
+    m = result.metrics
+    if args.json:
+        print_json(m)
+        return 0
+    timing, dataset = m["timing"], m["dataset"]
+    print(f"\nrun {result.run}: {m['model_summary']}")
+    print(
+        f"data: {dataset['recordings']} recordings, {dataset['hives']} hives, {dataset['windows']} windows"
+        f"{' (synthetic)' if dataset.get('synthetic') else ''}; train hives {', '.join(m['train_hives'])}; "
+        f"test hives {', '.join(m['test_hives'])}"
+    )
+    print(
+        f"time: data loading {timing['load_seconds']:.1f} s + features {timing['compute_seconds']:.1f} s "
+        f"(cache hits {timing['cache_hits']}), training {timing['train_seconds']:.1f} s "
+        f"({m['training']['epochs_run']} epochs, best {m['training']['best_epoch']})"
+    )
+    print(f"test accuracy (held-out hives, {m['windows']} windows): {pct(m['accuracy'])}")
+    _print_per_class(m)
+    return 0
+
+
+def _print_per_class(m: dict[str, Any]) -> None:
+    print(f"  {'label':<14} {'precision':>9} {'recall':>8} {'f1':>8} {'windows':>8}")
+    for label, c in m["per_class"].items():
+        print(f"  {label:<14} {c['precision']:>9.3f} {c['recall']:>8.3f} {c['f1']:>8.3f} {c['support']:>8}")
+    if m.get("per_hive"):
+        hives = ", ".join(f"{h} {100 * v['accuracy']:.1f} %" for h, v in m["per_hive"].items())
+        print(f"  per hive: {hives}")
+
+
+# -- export ------------------------------------------------------------------------------------------------
+def _register_export(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a training run as a verified .beemodel bundle",
+        description="Convert a run's Keras model to TF-Lite (int8 full-integer or float32, builtin ops), "
+        "check it against the Keras model on every held-out window (same label on >= 99 %%; int8 within "
+        "1 point of float32 accuracy) and write the bundle with its manifest and self-test. Writes nothing "
+        "if a check fails.",
+    )
+    p.add_argument("--run", type=Path, required=True, help="run folder written by 'beeaudio train'")
+    p.add_argument(
+        "--quantize", choices=("int8", "float32"), default="int8", help="model precision (default int8)"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="bundle file to write, e.g. models/hive-dnn.beemodel"
+    )
+    p.add_argument("--name", default=None, help="model name in the manifest (default hive-<model>)")
+    p.add_argument("--version", default=None, help="model version in the manifest (default <date>-<sha>)")
+    p.add_argument("--runtime", default=None, help="TF-Lite runtime for the checks (default: as on a device)")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="share of held-out windows where the export must give the Keras label (default 0.99; lower it "
+        "only for tiny test sets, where one window is more than a point)",
+    )
+    p.add_argument(
+        "--max-int8-drop",
+        type=float,
+        default=0.01,
+        help="accuracy int8 may lose against float32 (default 0.01)",
+    )
+    p.add_argument("--json", action="store_true", help="print the export checks as JSON")
+    p.set_defaults(func=guarded("export", _export))
+
+
+def _export(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from beeaudio.core.bundle import read_bundle
+    from beeaudio.desktop.training.export import export_bundle
+
+    path = export_bundle(
+        run=args.run,
+        out=args.out,
+        quantize=args.quantize,
+        model_name=args.name,
+        model_version=args.version,
+        runtime=args.runtime,
+        min_agreement=args.min_agreement,
+        max_int8_drop=args.max_int8_drop,
+    )
+    manifest = read_bundle(path).manifest
+    checks = manifest.training["export_checks"]
+    if args.json:
+        print_json({"bundle": str(path), "bytes": path.stat().st_size, **checks})
+        return 0
+    print(
+        f"wrote {path} ({path.stat().st_size / 1024:.1f} KB): {manifest.model_name} {manifest.model_version}"
+    )
+    line = f"held-out windows {checks['heldout_windows']}: Keras {pct(checks['keras_accuracy'])}, "
+    line += f"TF-Lite float32 {pct(checks['float32_accuracy'])}"
+    if args.quantize == "int8":
+        line += f", int8 {pct(checks['int8_accuracy'])}"
+    print(line + f"; same label as Keras on {pct(checks['agreement'])} (runtime {checks['runtime']})")
+    return 0
+
+
+# -- evaluate ----------------------------------------------------------------------------------------------
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a bundle on a dataset folder",
+        description="Run a bundle (with the device's inference code) on every window of the recordings "
+        "under --data and report accuracy, per-class precision/recall/F1, per-hive accuracy and the "
+        "confusion matrix. With --run RUN --split test, only the hives that run held out are used.",
+    )
+    p.add_argument("--model", type=Path, required=True, help=".beemodel bundle")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder")
+    p.add_argument("--run", type=Path, default=None, help="training run folder (for --split)")
+    p.add_argument(
+        "--split", choices=("all", "test", "train"), default="all", help="which hives (default all)"
+    )
+    add_cache_options(p)
+    p.add_argument("--runtime", default=None, help="TF-Lite runtime (default: first found)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=guarded("evaluate", _evaluate))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from beeaudio.desktop.training.evaluate import evaluate_bundle
+
+    m = evaluate_bundle(
+        model=args.model,
+        data=args.data,
+        run=args.run,
+        split=args.split,
+        cache_dir=cache_dir(args),
+        runtime=args.runtime,
+        progress=progress_enabled(args) and not args.json,
+    )
+    if args.json:
+        print_json(m)
+        return 0
+    print(f"{m['model_name']} {m['model_version']} ({m['quantization']}, {m['runtime']}) on {m['data']}")
+    print(
+        f"split {m['split']}: {m['windows']} windows, {len(m['hives'])} hives, "
+        f"{m['recordings']['count']} recordings"
+    )
+    print(f"accuracy {pct(m['accuracy'])} (per recording {pct(m['recordings']['accuracy'])})")
+    _print_per_class(m)
+    labels = m["labels"]
+    print("  confusion (rows true, columns predicted): " + "  ".join(labels))
+    for label, row in zip(labels, m["confusion_matrix"], strict=True):
+        print(f"    {label:<14} " + " ".join(f"{v:>7}" for v in row))
+    return 0

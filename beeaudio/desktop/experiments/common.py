@@ -1,0 +1,222 @@
+"""What both experiments share: the dataset and its one hive-grouped split, seeding, provenance.
+
+The split comes from :func:`beeaudio.desktop.datasets.grouped_split` with the experiment's seed, the same call
+``beeaudio train`` makes, so an experiment's test hives are the test hives of ``beeaudio train --seed``
+on the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beeaudio.core.features import FeatureConfig
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[np.ndarray, int], np.ndarray]
+
+#: Training overrides of ``--quick``: enough epochs to learn the tiny test data, few enough for seconds.
+QUICK_TRAINING = {"epochs": 20, "patience": 20, "batch_size": 32, "learning_rate": 3e-3, "dropout": 0.0}
+
+
+@dataclass
+class Dataset:
+    """A dataset folder cut into windows, with its one hive-grouped split."""
+
+    path: Path
+    recordings: list[Any]  # beeaudio.desktop.datasets.Recording
+    windows: Any  # beeaudio.desktop.datasets.WindowSet
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    synthetic: bool
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.windows.label_names)
+
+    @property
+    def train_hives(self) -> list[str]:
+        return sorted({str(h) for h in np.asarray(self.windows.hives)[self.train_idx].tolist()})
+
+    @property
+    def test_hives(self) -> list[str]:
+        return sorted({str(h) for h in np.asarray(self.windows.hives)[self.test_idx].tolist()})
+
+    def summary(self) -> dict[str, Any]:
+        labels = np.asarray(self.windows.labels)
+        names = self.label_names
+        return {
+            "path": str(self.path),
+            "synthetic": self.synthetic,
+            "recordings": len(self.recordings),
+            "hives": len({r.hive for r in self.recordings}),
+            "windows": int(labels.size),
+            "class_windows": {n: int(np.sum(labels == i)) for i, n in enumerate(names)},
+            "train_windows": int(self.train_idx.size),
+            "test_windows": int(self.test_idx.size),
+            "train_hives": self.train_hives,
+            "test_hives": self.test_hives,
+            "load_seconds": float(self.windows.load_seconds),
+            "compute_seconds": float(self.windows.compute_seconds),
+            "cache_hits": int(self.windows.cache_hits),
+        }
+
+
+def load_dataset(
+    *,
+    data: Path,
+    feature_config: FeatureConfig,
+    cache_dir: Path | None,
+    test_fraction: float,
+    seed: int,
+) -> Dataset:
+    """Discover the recordings under ``data``, cut them into windows and split them by hive."""
+    from beeaudio.desktop import datasets as datasets
+    from beeaudio.desktop.training.train import is_synthetic
+
+    data = Path(data)
+    recordings = datasets.discover(root=data)
+    if not recordings:
+        raise ValueError(f"{data}: no recordings found (expected manifest.csv, class folders or known names)")
+    windows = datasets.build_windows(
+        recordings=recordings, config=feature_config, cache_dir=cache_dir, progress=False
+    )
+    if len(windows.label_names) < 2:
+        raise ValueError(f"{data}: need at least two labels, found {list(windows.label_names)}")
+    train_idx, test_idx = datasets.grouped_split(windows=windows, test_fraction=test_fraction, seed=seed)
+    shared = set(np.asarray(windows.hives)[train_idx].astype(str)) & set(
+        np.asarray(windows.hives)[test_idx].astype(str)
+    )
+    if shared:
+        raise RuntimeError(f"grouped split shares hives {sorted(shared)}")
+    return Dataset(
+        path=data,
+        recordings=list(recordings),
+        windows=windows,
+        train_idx=np.asarray(train_idx, dtype=np.int64),
+        test_idx=np.asarray(test_idx, dtype=np.int64),
+        synthetic=is_synthetic(data),
+    )
+
+
+def transformed_windows(
+    *,
+    dataset: Dataset,
+    feature_config: FeatureConfig,
+    cache_dir: Path | None,
+    transform: Transform,
+    transform_key: str,
+    recordings: Sequence[Any] | None = None,
+) -> tuple[Any, np.ndarray]:
+    """Windows of (some of) the dataset's recordings after ``transform`` (e.g. an MP3 round trip), and,
+    for each of them, the index of the clean window at the same recording and start (so the one split
+    applies to every condition)."""
+    from beeaudio.desktop import datasets as datasets
+
+    chosen = dataset.recordings if recordings is None else list(recordings)
+    windows = datasets.build_windows(
+        recordings=chosen,
+        config=feature_config,
+        cache_dir=cache_dir,
+        label_names=dataset.label_names,
+        transform=transform,
+        transform_key=transform_key,
+        progress=False,
+    )
+    return windows, align(reference=dataset.windows, other=windows)
+
+
+def _keys(windows: Any) -> list[tuple[str, str, int]]:
+    hives = np.asarray(windows.hives).astype(str)
+    recordings = np.asarray(windows.recordings).astype(str)
+    starts = np.round(np.asarray(windows.starts, dtype=np.float64) * 1000).astype(np.int64)
+    return list(zip(hives.tolist(), recordings.tolist(), starts.tolist(), strict=True))
+
+
+def align(*, reference: Any, other: Any) -> np.ndarray:
+    """For each window of ``other``, the index of the ``reference`` window with the same hive, recording
+    and start; ValueError if one has none (a transform that changed the length would do that)."""
+    index = {key: i for i, key in enumerate(_keys(reference))}
+    keys = _keys(other)
+    missing = [key for key in keys if key not in index]
+    if missing:
+        raise ValueError(f"{len(missing)} transformed windows have no clean counterpart, e.g. {missing[0]}")
+    return np.array([index[key] for key in keys], dtype=np.int64)
+
+
+def seed_everything(*, seed: int) -> None:
+    """Seed Python, numpy and TensorFlow (``fit_model`` reseeds before every model).
+
+    TensorFlow's global op-determinism switch is deliberately not turned on: it would change every later
+    TensorFlow user in the process (tests run in one), and the dense CPU kernels these small models use
+    already give the same result run to run on one machine; the report says so.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter out of the experiment's output."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def provenance(*, command: Sequence[str] | None) -> dict[str, Any]:
+    """The command line, the git commit of the source tree (if any) and the software versions."""
+    root = Path(__file__).resolve().parents[2]
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        dirty = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        log.debug("no git commit available for %s", root)
+    versions: dict[str, str] = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("tensorflow", "keras", "sklearn"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = str(getattr(module, "__version__", "?"))
+    from beeaudio import __version__
+
+    versions["beeaudio"] = __version__
+    argv = list(command) if command is not None else ["beeaudio", *sys.argv[1:]]
+    return {
+        "command": shlex.join(argv),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": versions,
+        "machine": platform.machine(),
+    }
+
+
+def accuracy(*, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Accuracy and balanced accuracy (mean per-class recall) of argmax predictions."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    pred = np.asarray(probabilities).argmax(axis=1)
+    recalls = [float(np.mean(pred[y_true == c] == c)) for c in np.unique(y_true)]
+    return {
+        "accuracy": float(np.mean(pred == y_true)) if y_true.size else 0.0,
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
+        "windows": int(y_true.size),
+    }

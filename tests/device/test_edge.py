@@ -1,0 +1,60 @@
+"""The agent in the ``edge`` virtual environment (only the edge extra: no TensorFlow, no librosa).
+
+``BEEAUDIO_EDGE_PYTHON`` is the environment's python and ``BEEAUDIO_TFLITE214_PYTHON`` the 32-bit Pi OS one
+(tflite-runtime 2.14, numpy 1.26), both built by ``.ci/edge-venvs.sh``; locally the test skips without them,
+in CI it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from tests.fixtures.device import event_ids_in, resolve_bundle, run_cli, write_recordings
+
+
+@pytest.fixture(scope="session")
+def bundle(request):
+    return resolve_bundle(request, kind="int8")
+
+
+@pytest.fixture(params=["BEEAUDIO_EDGE_PYTHON", "BEEAUDIO_TFLITE214_PYTHON"])
+def edge_python(request) -> str:
+    """The edge venv (ai-edge-litert, numpy 2) and the 32-bit Pi OS one (tflite-runtime 2.14, numpy 1.26)."""
+    python = os.environ.get(request.param, "")
+    require(bool(python) and Path(python).is_file(), f"{request.param} is not set to an edge venv's python")
+    return python
+
+
+def test_agent_runs_in_the_edge_environments(tmp_path, bundle, edge_python):
+    state = tmp_path / "state"
+    installed = run_cli("device", "install-model", str(bundle), "--state-dir", str(state), python=edge_python)
+    assert installed.returncode == 0, installed.stderr
+
+    selftest = run_cli("device", "selftest", "--state-dir", str(state), python=edge_python)
+    assert selftest.returncode == 0, selftest.stdout + selftest.stderr
+    assert "checksum and self-test passed" in selftest.stdout
+    assert "heavy modules loaded: none" in selftest.stdout
+    assert "tensorflow" not in selftest.stdout.split("runtimes installed:")[1].splitlines()[0]
+
+    folder = tmp_path / "recordings"
+    files = write_recordings(
+        folder=folder, count=2, seconds=6.0, start=datetime(2026, 4, 1, tzinfo=UTC), mp3_every=2
+    )
+    run = run_cli(
+        "device", "run", "--state-dir", str(state), "--once", "--input", str(folder), python=edge_python
+    )
+    assert run.returncode == 0, run.stderr
+    ids = event_ids_in(state / "outbox.sqlite")
+    assert len(ids) == len(set(ids)) >= 2 * 4
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in files)  # one-shot inputs stay
+
+    status = run_cli("device", "status", "--state-dir", str(state), "--json", python=edge_python)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["outbox_depth"] == len(ids) and report["files_done"] == 2

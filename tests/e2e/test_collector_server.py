@@ -1,0 +1,194 @@
+"""End to end against a real ``beeaudio collector serve`` (uvicorn) on loopback: CLI set-up, ingest, a
+webhook delivered to a real HTTP receiver, SIGKILL right after a 2xx and a restart that still has every
+acknowledged event."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from beeaudio.core.wire import make_batch
+from tests.fixtures.collector import ADMIN, ADMIN_TOKEN, timeline
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``beeaudio collector ...`` in this process (the server below is the separate process)."""
+    from beeaudio.cli import main
+
+    capsys.readouterr()
+    assert main(["-q", "collector", *args]) == 0
+    return capsys.readouterr().out
+
+
+class Server:
+    def __init__(self, *, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "beeaudio.cli",
+                "collector",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError(f"collector did not start:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Receiver:
+    """A real webhook endpoint on loopback that remembers what it was sent."""
+
+    def __init__(self) -> None:
+        received: list[dict] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_real_server_survives_sigkill_after_acknowledging(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = Receiver()
+    env = {
+        **os.environ,
+        "BEEAUDIO_DATABASE_URL": db_url,
+        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
+        "BEEAUDIO_WEBHOOKS": receiver.url,
+        "BEEAUDIO_MODE": "production",
+    }
+    env.pop("BEEAUDIO_READ_TOKEN", None)
+    hive = cli(
+        "add-hive", "--db", db_url, "--name", "Apiary North / Hive 3", "--hive-id", "north-3", capsys=capsys
+    )
+    assert hive.strip() == "north-3"
+    out = cli("add-device", "--db", db_url, "--hive", "north-3", "--device-id", "pi-1", capsys=capsys)
+    token = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
+    device = {"Authorization": f"Bearer {token}"}
+
+    server = Server(env=env, log=tmp_path / "server.log")
+    try:
+        server.start()
+        now = datetime.now(UTC).replace(microsecond=0)
+        events = timeline(
+            hive_id="north-3",
+            device_id="pi-1",
+            start=now - timedelta(minutes=10),
+            segments=[(0.1, 20), (0.95, 40)],
+            step_s=10,
+        )
+        batches = [events[i : i + 10] for i in range(0, len(events), 10)]
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for i, batch in enumerate(batches):
+                body = make_batch(device_id="pi-1", events=batch, batch_id=f"b{i}")
+                response = client.post("/api/v1/events", json=body, headers=device)
+                assert response.status_code == 200, response.text
+        # Killed the moment the last 2xx is in: no shutdown, no flush.
+        server.kill()
+
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            ids: set[str] = set()
+            cursor = None
+            while True:
+                params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+                page = client.get("/api/v1/hives/north-3/events", params=params, headers=ADMIN).json()
+                ids.update(e["event_id"] for e in page["events"])
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+            assert ids == {e.event_id for e in events}
+            status = client.get("/api/v1/hives/north-3/status", headers=ADMIN).json()
+            assert status["state"] == "swarm"
+            # The device never heard some answers? It re-sends: all duplicates, nothing doubled.
+            body = make_batch(device_id="pi-1", events=batches[-1], batch_id="again")
+            assert client.post("/api/v1/events", json=body, headers=device).json()["duplicates"] == 10
+            # The swarm alert reaches the real webhook receiver (the worker polls every second).
+            deadline = time.monotonic() + 15
+            while not receiver.received and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert [a["kind"] for a in receiver.received] == ["swarm_started"]
+    finally:
+        server.stop()
+        receiver.close()
