@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from beeaudio import __version__
+from beeaudio.core.console import EXIT_CODES_HELP, MissingExtraError, error_line
+from beeaudio.core.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 _BUILTIN_COMMAND_MODULES = (
     "beeaudio.core.cli",
@@ -59,8 +62,12 @@ def _register_unavailable(subparsers: argparse._SubParsersAction, *, name: str, 
     parser = subparsers.add_parser(name, help=f"(unavailable: install beeaudio[{extra}])")
 
     def _fail(_args: argparse.Namespace) -> int:
-        log.error("'beeaudio %s' needs the module %r: pip install 'beeaudio[%s]'", name, missing, extra)
-        return 2
+        error = MissingExtraError(
+            f"'beeaudio {name}' needs the module {missing!r}, which is not installed: "
+            f'pip install "beeaudio[{extra}]" (in a checkout: pip install -e ".[{extra}]")'
+        )
+        print(error_line(command=name, exc=error), file=sys.stderr)
+        return error.exit_code
 
     parser.set_defaults(func=_fail)
 
@@ -70,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="beeaudio",
         description="Acoustic hive monitor: train a bee-sound classifier, run it on hive devices, "
         "collect every hive's state.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"beeaudio {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -87,12 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         log.warning("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `beeaudio classify ... --json | head`: the reader has gone, which is not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -20,22 +20,21 @@ import argparse
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
+from beeaudio.collector.launch import RunningCollector, start_collector
 from beeaudio.core.wire import ClassificationEvent, make_batch
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -44,59 +43,21 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BUCKET = 60
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, *, db_url: str, data_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "BEEAUDIO_DATABASE_URL": db_url,
+def start_server(*, db_url: str, data_dir: Path, log_path: Path) -> RunningCollector:
+    """A real ``beeaudio collector serve`` on a free port; its log goes to ``log_path``."""
+    return start_collector(
+        log_path=log_path,
+        db_url=db_url,
+        env={
             "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
             "BEEAUDIO_DATA_DIR": str(data_dir),
             "BEEAUDIO_MODE": "production",
-        }
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "beeaudio.cli",
-                "-q",
-                "collector",
-                "serve",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("collector did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        },
+        extra_args=["--log-level", "warning"],
+    )
 
 
-def make_db(kind: str, workdir: Path) -> tuple[str, callable]:
+def make_db(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
     """A fresh database URL and a clean-up function."""
     if kind == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:6]}.db"
@@ -192,9 +153,8 @@ def bulk_load(*, db_url: str, hives: int, events: int) -> float:
     """Insert ``events`` historic events spread over the hives, their rollups, then derive the state."""
     from beeaudio.collector.db import events as events_table
     from beeaudio.collector.db import hive_state, make_engine, rollup_labels, rollups, write_transaction
-    from beeaudio.collector.db import hives as hives_table
-    from beeaudio.collector.hive_state import apply_step, hive_params, recompute_steps
     from beeaudio.collector.state import StateParams
+    from beeaudio.collector.store.hive_state import rebuild
 
     t0 = time.perf_counter()
     engine = make_engine(db_url)
@@ -308,30 +268,13 @@ def bulk_load(*, db_url: str, hives: int, events: int) -> float:
     defaults = StateParams()
     for h in range(hives):
         hive_id = f"hive-{h:04d}"
+        rebuild(engine=engine, hive_id=hive_id, defaults=defaults, webhook_urls=[], now_ms=now_ms)
         with write_transaction(engine) as conn:
-            current = conn.execute(
-                sa.select(hive_state, hives_table.c.params)
-                .join(hives_table, hives_table.c.hive_id == hive_state.c.hive_id)
-                .where(hive_state.c.hive_id == hive_id)
-            ).one()
-            params = hive_params(defaults=defaults, overrides=current.params)
-            first, last = start - start % BUCKET, (end - 10) - (end - 10) % BUCKET
-            step = recompute_steps(
-                conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params
-            )
-            values = apply_step(
-                conn,
-                hive_id=hive_id,
-                step=step,
-                previous_state=current.state,
-                params=params,
-                webhook_urls=[],
-                now_ms=now_ms,
-            )
+            # What ingest would have recorded about arrival: the loader bypassed it.
             conn.execute(
                 sa.update(hive_state)
                 .where(hive_state.c.hive_id == hive_id)
-                .values(last_seen_ms=now_ms, last_event_ms=(end - 10) * 1000, model_version="1", **values)
+                .values(last_seen_ms=now_ms, last_event_ms=(end - 10) * 1000, model_version="1")
             )
     with engine.connect() as conn:
         stored = conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one()
@@ -367,7 +310,8 @@ def bench_status(*, url: str, hives: int, requests: int) -> dict[str, float]:
 def run(kind: str, args: argparse.Namespace, workdir: Path) -> None:
     print(f"\n== {kind} ==", flush=True)
     db_url, drop = make_db(kind, workdir)
-    server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
+    data_dir, log_path = workdir / f"data-{kind}", workdir / f"collector-{kind}.log"
+    server = start_server(db_url=db_url, data_dir=data_dir, log_path=log_path)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             devices = register(client, hives=args.hives)
@@ -383,12 +327,12 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> None:
     for total in (args.events, args.events // 10):
         db_url, drop = make_db(kind, workdir)
         try:
-            server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
+            server = start_server(db_url=db_url, data_dir=data_dir, log_path=log_path)
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 register(client, hives=args.hives)
             server.stop()
             seconds = bulk_load(db_url=db_url, hives=args.hives, events=total)
-            server = Server(db_url=db_url, data_dir=workdir / f"data-{kind}")
+            server = start_server(db_url=db_url, data_dir=data_dir, log_path=log_path)
             lat = bench_status(url=server.url, hives=args.hives, requests=args.requests)
             print(
                 f"status with {total:,} events in {args.hives} hives (loaded in {seconds:.0f} s): "

@@ -29,19 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from beeaudio.core import audio as audio_io
+from beeaudio.core import features as feats
+from beeaudio.core.inference import Classifier
+from beeaudio.core.wire import ClassificationEvent, Heartbeat, make_event_id
 from beeaudio.device import sources
 from beeaudio.device.config import DeviceConfig
 from beeaudio.device.modelstore import ModelStore, ModelStoreError, check_servable
 from beeaudio.device.outbox import Outbox
 
-from beeaudio.core import audio as audio_io
-from beeaudio.core import features as feats
-from beeaudio.core.inference import Classifier
-from beeaudio.core.wire import ClassificationEvent, make_event_id, utc_iso
-
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SCHEMA = "beeaudio.heartbeat/1"
 STAGES = ("decode", "features", "inference")
 
 
@@ -264,18 +263,17 @@ class Agent:
             free = shutil.disk_usage(self.config.state_dir).free
         except OSError:
             free = 0
-        return {
-            "schema": HEARTBEAT_SCHEMA,
-            "sent_at": utc_iso(datetime.now(UTC)),
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "backlog_files": self.backlog_files,
-            "outbox_depth": status.depth if status else 0,
-            "dropped_events": status.dropped_events if status else 0,
-            "model_name": manifest.model_name if manifest else None,
-            "model_version": manifest.model_version if manifest else None,
-            "disk_free_bytes": int(free),
-            "stage_ms": self.timer.mean_ms(),
-        }
+        return Heartbeat(
+            sent_at=datetime.now(UTC),
+            uptime_s=round(time.monotonic() - self.started, 3),
+            backlog_files=self.backlog_files,
+            outbox_depth=status.depth if status else 0,
+            dropped_events=status.dropped_events if status else 0,
+            model_name=manifest.model_name if manifest else None,
+            model_version=manifest.model_version if manifest else None,
+            disk_free_bytes=int(free),
+            stage_ms=self.timer.mean_ms(),
+        ).to_json()
 
     # -- the loop --------------------------------------------------------------------------------------
     def _pending_files(self) -> list[Path]:

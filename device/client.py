@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from beeaudio.core.errors import BeeaudioError
+
 USER_AGENT = "beeaudio-device/1"
 
 
@@ -37,7 +39,7 @@ class Response:
         return self.body[:200].decode("utf-8", "replace")
 
 
-class TransportError(Exception):
+class TransportError(BeeaudioError):
     """No HTTP answer at all: connection refused, DNS, timeout, reset."""
 
 

@@ -3,17 +3,27 @@
 Every option is explained in ``device/device.example.toml``. Unknown sections or keys are an error that
 names them (a typo must not silently fall back to a default), and so is a value of the wrong type.
 Relative paths are taken relative to the folder of the configuration file.
+
+The other way, :func:`config_to_toml` and :func:`write_config` write a configuration that
+:func:`load_config` reads back as it was: for whoever provisions devices (the demo, tests, a fleet's
+tooling) without building TOML by string concatenation. ``tomllib`` only reads and no TOML writer is a
+dependency, so the serialiser here covers exactly the value types the options have.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from beeaudio.core.fsio import write_text_atomic
 
 DEFAULT_CONFIG_PATH = Path("/etc/beeaudio/device.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/beeaudio")
@@ -289,3 +299,133 @@ def load_config(path: Path) -> DeviceConfig:
         return config_from_dict(data=data, base=path.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+#: TOML's short escapes; every other control character is written as ``\uXXXX``.
+_SHORT_ESCAPES = types.MappingProxyType(
+    {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+)
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TOML_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _toml_string(value: str, *, where: str) -> str:
+    """A TOML basic string. Not ``json.dumps``: JSON leaves DEL unescaped and writes characters beyond the
+    BMP as surrogate pairs (``\\ud83d\\udc1d``), and TOML refuses both."""
+    out = []
+    for char in value:
+        code = ord(char)
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            # A lone surrogate (e.g. an undecodable file name via surrogateescape) has no UTF-8 form.
+            raise ConfigError(f"{where}: {value!r} is not valid Unicode text (a lone surrogate)")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key, where=f"key {key!r}")
+
+
+def _toml_value(value: Any, *, where: str) -> str:
+    # bool before int: True is an int to Python, and TOML has its own booleans.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if value not in _TOML_INT_RANGE:
+            raise ConfigError(f"{where}: {value} does not fit TOML's 64-bit integers")
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest text that reads back as the same float; always has "." or "e"
+    if isinstance(value, Path):
+        return _toml_string(str(value), where=where)
+    if isinstance(value, str):
+        return _toml_string(value, where=where)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item, where=f"{where}[{i}]") for i, item in enumerate(value)) + "]"
+    raise ConfigError(f"{where}: cannot write a {type(value).__name__} ({value!r}) as a configuration value")
+
+
+def _field_default(option: dataclasses.Field[Any]) -> Any:
+    if option.default_factory is not dataclasses.MISSING:
+        return option.default_factory()
+    return option.default
+
+
+def _sections_of(config: DeviceConfig, *, include_defaults: bool) -> dict[str, dict[str, Any]]:
+    sections: dict[str, dict[str, Any]] = {}
+    for name in _SECTION_TYPES:
+        section = getattr(config, name)
+        values = {
+            option.name: getattr(section, option.name)
+            for option in dataclasses.fields(section)
+            if include_defaults or getattr(section, option.name) != _field_default(option)
+        }
+        if values:  # a section with nothing to say is left out rather than written empty
+            sections[name] = values
+    return sections
+
+
+def config_to_toml(
+    *,
+    config: DeviceConfig | Mapping[str, Mapping[str, Any]],
+    header: str = "",
+    include_defaults: bool = True,
+) -> str:
+    """TOML text that :func:`load_config` reads back as ``config``.
+
+    ``config`` is a :class:`DeviceConfig` or parsed-TOML-like sections (``{"device": {"hive_id": ...}}``,
+    values str, int, float, bool, Path or a list/tuple of str). ``None`` values are left out: TOML has no
+    null, and an absent option is what means "derived from another option". With ``include_defaults``
+    false, options of a :class:`DeviceConfig` that have their default value are left out too (sections
+    are written as given). ``header`` becomes ``#`` comment lines at the top. Paths are written as they
+    are: absolute ones read back identically, relative ones relative to the file's folder (as any
+    relative path in a configuration). Raises :class:`ConfigError` for what :func:`load_config` would
+    refuse (an unknown section or key, a wrong type, an invalid value) or what TOML cannot hold.
+    """
+    if isinstance(config, DeviceConfig):
+        sections: Mapping[str, Mapping[str, Any]] = _sections_of(config, include_defaults=include_defaults)
+    else:
+        sections = config
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for name, values in sections.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{name}] must be a table, got {values!r}")
+        present = {key: value for key, value in values.items() if value is not None}
+        if lines:
+            lines.append("")
+        lines.append(f"[{_toml_key(name)}]")
+        for key, value in present.items():
+            lines.append(f"{_toml_key(key)} = {_toml_value(value, where=f'[{name}] {key}')}")
+    text = "\n".join(lines) + "\n" if lines else ""
+    # Read it back as the agent will: a file this writes is a file the agent accepts. The base folder only
+    # anchors relative paths, which validation does not look at.
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # e.g. a control character in the header's comment lines
+        raise ConfigError(f"the configuration does not serialise to valid TOML: {exc}") from exc
+    config_from_dict(data=data, base=Path("/"))
+    return text
+
+
+def write_config(
+    *,
+    path: Path,
+    config: DeviceConfig | Mapping[str, Mapping[str, Any]],
+    header: str = "",
+    include_defaults: bool = True,
+) -> Path:
+    """Write :func:`config_to_toml` to ``path``, readable by its owner only (mode 0600: the file may hold
+    the device token), atomically and durably: a reader, or the agent after a power cut, sees the old
+    file or the new one, never a half-written one."""
+    text = config_to_toml(config=config, header=header, include_defaults=include_defaults)
+    return write_text_atomic(Path(path), text, mode=0o600, durable=True)

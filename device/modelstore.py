@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import tempfile
@@ -24,15 +23,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from beeaudio.core.bundle import BundleError, BundleManifest, read_bundle
+from beeaudio.core.bundle import BUNDLE_SUFFIX, BundleError, BundleManifest, read_bundle
+from beeaudio.core.errors import BeeaudioError
+from beeaudio.core.fsio import file_sha256, sha256_hex, write_bytes_atomic
 from beeaudio.core.inference import Classifier
 
 log = logging.getLogger(__name__)
 
-BUNDLE_SUFFIX = ".beemodel"
 
-
-class ModelStoreError(Exception):
+class ModelStoreError(BeeaudioError):
     """A bundle refused (the message says why) or a store operation that cannot be done."""
 
 
@@ -45,14 +44,6 @@ class InstalledModel:
     def describe(self) -> str:
         m = self.manifest
         return f"{m.model_name} {m.model_version} ({m.quantization}, bundle sha256 {self.sha256[:12]}…)"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_servable(*, manifest: BundleManifest, recording_rate: int | None) -> None:
@@ -86,28 +77,6 @@ def verify_bundle(*, path: Path, runtime: str | None = None, recording_rate: int
         return Classifier.from_bundle(bundle, runtime=runtime or None, selftest=True)
     except BundleError as exc:
         raise ModelStoreError(f"refused: {exc}") from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class ModelStore:
@@ -175,7 +144,7 @@ class ModelStore:
             self.bundles.mkdir(parents=True, exist_ok=True)
             target = self.bundles / f"{sha}{BUNDLE_SUFFIX}"
             if not target.exists():
-                _write_atomic(target, source.read_bytes())
+                write_bytes_atomic(target, source.read_bytes(), durable=True)
             if file_sha256(target) != sha:
                 raise ModelStoreError(f"copying {source} into the store changed its content: disk problem?")
             old = self.current_sha()
@@ -183,8 +152,8 @@ class ModelStore:
                 log.info("model %s is already the current one", sha[:12])
             else:
                 if old is not None:
-                    _write_atomic(self.root / "previous", f"{old}\n".encode())
-                _write_atomic(self.root / "current", f"{sha}\n".encode())
+                    write_bytes_atomic(self.root / "previous", f"{old}\n".encode(), durable=True)
+                write_bytes_atomic(self.root / "current", f"{sha}\n".encode(), durable=True)
             self._prune()
         installed = InstalledModel(sha256=sha, path=target, manifest=classifier.manifest)
         log.info("installed model %s", installed.describe())
@@ -206,7 +175,7 @@ class ModelStore:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             if expected_sha256:
-                file_sha = hashlib.sha256(data).hexdigest()
+                file_sha = sha256_hex(data)
                 model_sha = ""
                 with contextlib.suppress(BundleError):
                     model_sha = read_bundle(Path(tmp)).manifest.model_sha256
@@ -228,8 +197,8 @@ class ModelStore:
             if not (self.bundles / f"{new}{BUNDLE_SUFFIX}").is_file():
                 raise ModelStoreError(f"the previous bundle {new[:12]} is missing from {self.bundles}")
             if old is not None:
-                _write_atomic(self.root / "previous", f"{old}\n".encode())
-            _write_atomic(self.root / "current", f"{new}\n".encode())
+                write_bytes_atomic(self.root / "previous", f"{old}\n".encode(), durable=True)
+            write_bytes_atomic(self.root / "current", f"{new}\n".encode(), durable=True)
         installed = self.current()
         assert installed is not None
         log.info("rolled back to %s", installed.describe())

@@ -31,7 +31,6 @@ patterns, else its modification time minus its duration) plus the window's offse
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -41,6 +40,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from beeaudio.core.fsio import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,7 @@ def input_files(*, path: Path, patterns: Sequence[str]) -> list[Path]:
 def source_id_of(path: Path) -> str:
     """Identity of a recording for event ids: its name and the sha256 of its content. The same file analysed
     again after a crash gets the same id; two recordings never do (their names are their start times)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.name}:{digest.hexdigest()}"
+    return f"{path.name}:{file_sha256(path)}"
 
 
 def time_from_name(*, path: Path, formats: Sequence[str], timezone: str = "UTC") -> datetime | None:

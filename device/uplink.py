@@ -13,7 +13,6 @@ outage does not hit the collector in lockstep; ``Retry-After`` is honoured. Stat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -22,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from beeaudio.core.wire import EVENTS_PATH, EventError, batch_body, device_model_path, heartbeat_path
 from beeaudio.device.client import CollectorClient, Response, TransportError
 from beeaudio.device.modelstore import InstalledModel, ModelStore, ModelStoreError
 from beeaudio.device.outbox import Outbox, PendingEvent
-
-from beeaudio.core.wire import BATCH_SCHEMA, EventError
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +72,6 @@ def _retry_after(response: Response) -> float | None:
         return None
 
 
-def batch_id_of(event_ids: list[str]) -> str:
-    """Deterministic from the content: a retried batch keeps its id."""
-    return hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:32]
-
-
 class Uploader:
     """Sends the outbox to the collector, one batch per call."""
 
@@ -107,15 +100,9 @@ class Uploader:
 
     def _send(self, events: list[PendingEvent], counts: dict[str, int]) -> None:
         ids = [e.event_id for e in events]
-        # The wire format of beeaudio.core.wire.make_batch, from bodies the outbox keeps already serialised.
-        body = {
-            "schema": BATCH_SCHEMA,
-            "batch_id": batch_id_of(ids),
-            "device_id": self.device_id,
-            "events": [e.body for e in events],
-        }
+        body = batch_body(device_id=self.device_id, events=[e.body for e in events])
         try:
-            response = self.client.request("POST", "/api/v1/events", body=body)
+            response = self.client.request("POST", EVENTS_PATH, body=body)
         except TransportError as exc:
             raise _Retry(str(exc)) from exc
         if 200 <= response.status < 300:
@@ -154,7 +141,7 @@ def check_model_update(
     """
     current = store.current()
     headers = {"If-None-Match": f'"{current.sha256}"'} if current else {}
-    response = client.request("GET", f"/api/v1/devices/{device_id}/model", headers=headers)
+    response = client.request("GET", device_model_path(device_id), headers=headers)
     if response.status in (204, 304):
         return None
     if response.status != 200:
@@ -221,9 +208,7 @@ class Uplink(threading.Thread):
             return False
         client = self.uploader.client
         try:
-            response = client.request(
-                "POST", f"/api/v1/devices/{self.uploader.device_id}/heartbeat", body=self.heartbeat()
-            )
+            response = client.request("POST", heartbeat_path(self.uploader.device_id), body=self.heartbeat())
         except (TransportError, EventError) as exc:
             log.info("heartbeat not sent: %s", exc)
             return False

@@ -11,28 +11,26 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
-from beeaudio.collector import migrate
-from beeaudio.collector.alerts import WebhookPolicy, WebhookWorker
-from beeaudio.collector.context import AppContext
-from beeaudio.collector.db import make_engine
-from beeaudio.collector.hive_state import sweep_offline
-from beeaudio.collector.settings import Settings, resolve_admin_token
-from beeaudio.collector.state import StateParams
-from beeaudio.collector.timeutil import wall_clock_ms
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beeaudio import __version__
+from beeaudio.collector import migrate
+from beeaudio.collector.context import AppContext
+from beeaudio.collector.db import make_engine
+from beeaudio.collector.http_errors import install_error_handlers
+from beeaudio.collector.settings import Settings, resolve_admin_token
+from beeaudio.collector.store.hive_state import sweep_offline
+from beeaudio.collector.timeutil import wall_clock_ms
+from beeaudio.collector.webhooks import WebhookPolicy, WebhookWorker
+from beeaudio.core.wire import MODELS_PATH
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MODEL_UPLOAD_PATH = "/api/v1/models"
 
 
 class BodyLimitMiddleware:
@@ -89,40 +87,12 @@ async def _no_receive() -> Message:  # pragma: no cover - a plain JSONResponse n
     return {"type": "http.disconnect"}
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:10]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def _clean_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # The raw errors may hold the offending input (bytes, NaN ...) which JSON cannot always carry.
-    return [
-        {
-            "loc": [str(p) for p in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in exc.errors()[:50]
-    ]
-
-
 def build_context(
     settings: Settings, *, clock_ms: Callable[[], int] | None = None, offline: bool = False
 ) -> AppContext:
     """What the handlers share. ``offline`` (CLI chores on the database) needs no admin secret."""
     admin_token = "" if offline else resolve_admin_token(settings)[0]
-    defaults = StateParams(
-        smoothing_seconds=settings.smoothing_seconds,
-        enter_swarm=settings.enter_swarm,
-        exit_swarm=settings.exit_swarm,
-        confirm_buckets=settings.confirm_buckets,
-        min_events=settings.min_events,
-        offline_after_seconds=settings.offline_after_seconds,
-    )
-    defaults.check()
+    defaults = settings.state_defaults()
     engine = make_engine(settings.database_url)
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -197,12 +167,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            status_code=422, content={"detail": _validation_detail(exc), "errors": _clean_errors(exc)}
-        )
+    install_error_handlers(app)
 
     from beeaudio.collector import routes_admin, routes_ingest, routes_models, routes_query
 
@@ -210,7 +175,7 @@ def create_app(
         app.include_router(module.router)
 
     def _limit_for(method: str, path: str) -> int:
-        if method == "POST" and path == MODEL_UPLOAD_PATH:
+        if method == "POST" and path == MODELS_PATH:
             return settings.max_model_bytes
         return settings.max_body_bytes
 

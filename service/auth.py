@@ -1,26 +1,21 @@
 """Bearer-token auth: admin, read and per-device tokens.
 
-Device tokens are 256-bit random strings, shown once and stored only as their SHA-256. A slow password
-hash (bcrypt, argon2) exists to make guessing *low-entropy* secrets expensive; a 256-bit random token cannot
-be guessed either way, so a plain SHA-256 is enough and keeps the per-request check cheap. Every comparison
-of a presented secret goes through ``hmac.compare_digest`` (constant time).
+Device tokens (:mod:`beeaudio.collector.tokens`) are shown once and stored only as their SHA-256. Every
+comparison of a presented secret goes through ``hmac.compare_digest`` (constant time).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-import sqlalchemy as sa
-from beeaudio.collector.context import AppContext, get_context
-from beeaudio.collector.db import devices, read_transaction
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-DEVICE_TOKEN_PREFIX = "bdt_"
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.store.devices import token_owner
+from beeaudio.collector.tokens import DEVICE_TOKEN_PREFIX, MAX_TOKEN_LENGTH, token_digest
 
 Role = Literal["admin", "read", "device"]
 
@@ -34,14 +29,6 @@ class Principal:
     hive_id: str | None = None
 
 
-def new_device_token() -> str:
-    return DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def _equal(a: str, b: str) -> bool:
     return bool(b) and hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
@@ -51,18 +38,13 @@ def authenticate(*, context: AppContext, token: str) -> Principal | None:
         return Principal(role="admin")
     if _equal(token, context.read_token):
         return Principal(role="read")
-    if not token.startswith(DEVICE_TOKEN_PREFIX) or len(token) > 200:
+    if not token.startswith(DEVICE_TOKEN_PREFIX) or len(token) > MAX_TOKEN_LENGTH:
         return None
     digest = token_digest(token)
-    with read_transaction(context.engine) as conn:
-        row = conn.execute(
-            sa.select(devices.c.device_id, devices.c.hive_id, devices.c.token_sha256).where(
-                devices.c.token_sha256 == digest, devices.c.revoked_ms.is_(None)
-            )
-        ).first()
-    if row is None or not hmac.compare_digest(row.token_sha256, digest):
+    owner = token_owner(engine=context.engine, token_sha256=digest)
+    if owner is None or not hmac.compare_digest(owner.token_sha256, digest):
         return None
-    return Principal(role="device", device_id=row.device_id, hive_id=row.hive_id)
+    return Principal(role="device", device_id=owner.device_id, hive_id=owner.hive_id)
 
 
 def get_principal(

@@ -1,6 +1,9 @@
 """``beeaudio collector ...``: serve, migrate, and the admin chores that are handier offline.
 
-Handlers import FastAPI/SQLAlchemy only when they run, so ``beeaudio --help`` stays quick.
+The chores call the store (:mod:`beeaudio.collector.store`) directly, as the HTTP routes do. A refusal
+(unknown hive, id in use) prints one ``beeaudio collector CMD: error: ...`` line and exits 1; options or
+settings that cannot work (bad ``--params``, a weak admin token) exit 2. Handlers import FastAPI and
+SQLAlchemy only when they run, so ``beeaudio --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -8,9 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+from beeaudio.core.console import guarded
+from beeaudio.core.errors import EXIT_OK, EXIT_USAGE, BeeaudioError
+
+
+class OptionError(BeeaudioError):
+    """A command-line option that cannot be used; the message names it."""
+
+    exit_code = EXIT_USAGE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,44 +30,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="collector_command", metavar="SUBCOMMAND")
     parser.set_defaults(func=lambda _args: _usage(parser))
 
-    serve = sub.add_parser("serve", help="run the HTTP API with uvicorn")
-    _db_option(serve)
+    def command(name: str, handler: Callable[[argparse.Namespace], int], **kwargs: Any) -> Any:
+        sub_parser = sub.add_parser(name, **kwargs)
+        _db_option(sub_parser)
+        sub_parser.set_defaults(func=guarded(f"collector {name}", handler))
+        return sub_parser
+
+    serve = command("serve", _serve, help="run the HTTP API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--local", action="store_true", help="local/demo mode: generate an admin token if unset"
     )
     serve.add_argument("--log-level", default="info")
-    serve.set_defaults(func=_serve)
 
-    migrate = sub.add_parser("migrate", help="bring the database schema to the latest revision")
-    _db_option(migrate)
-    migrate.set_defaults(func=_migrate)
+    command("migrate", _migrate, help="bring the database schema to the latest revision")
 
-    add_hive = sub.add_parser("add-hive", help="create a hive; prints its id")
-    _db_option(add_hive)
+    add_hive = command("add-hive", _add_hive, help="create a hive; prints its id")
     add_hive.add_argument("--name", required=True)
     add_hive.add_argument("--hive-id", default=None)
     add_hive.add_argument(
         "--params", default=None, help='state-parameter overrides as JSON, e.g. {"enter_swarm": 0.7}'
     )
-    add_hive.set_defaults(func=_add_hive)
 
-    add_device = sub.add_parser("add-device", help="register a device of a hive; prints its token once")
-    _db_option(add_device)
+    add_device = command("add-device", _add_device, help="register a device of a hive; prints its token once")
     add_device.add_argument("--hive", required=True, help="hive id")
     add_device.add_argument("--device-id", default=None)
-    add_device.set_defaults(func=_add_device)
 
-    revoke = sub.add_parser("revoke-device", help="revoke a device's token")
-    _db_option(revoke)
+    revoke = command("revoke-device", _revoke, help="revoke a device's token")
     revoke.add_argument("device_id")
-    revoke.set_defaults(func=_revoke)
 
-    list_hives = sub.add_parser("list-hives", help="hives with their current state")
-    _db_option(list_hives)
+    list_hives = command("list-hives", _list_hives, help="hives with their current state")
     list_hives.add_argument("--json", action="store_true")
-    list_hives.set_defaults(func=_list_hives)
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +72,17 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
-    return 2
+    return EXIT_USAGE
 
 
 def _settings(args: argparse.Namespace, *, local: bool = False) -> Any:
-    from beeaudio.collector.settings import Settings
+    """The settings from the environment and the options; :class:`SettingsError` (one line) if they are
+    not valid."""
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from beeaudio.collector.settings import Settings, SettingsError
 
     # Alembic logs every step at INFO; the user wants the result, which beeaudio.collector.migrate logs.
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -81,7 +92,16 @@ def _settings(args: argparse.Namespace, *, local: bool = False) -> Any:
         overrides["database_url"] = args.db
     if local:
         overrides["mode"] = "local"
-    return Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid settings (BEEAUDIO_* or options): {problems}") from exc
+    try:
+        make_url(settings.database_url)
+    except ArgumentError as exc:
+        raise SettingsError(f"the database URL is not one SQLAlchemy can use: {exc}") from exc
+    return settings
 
 
 def _context(args: argparse.Namespace) -> Any:
@@ -94,29 +114,21 @@ def _context(args: argparse.Namespace) -> Any:
     return context
 
 
-def _fail(exc: Exception) -> int:
-    detail = getattr(exc, "detail", None) or str(exc)
-    log.error("%s", detail)
-    return 1
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from beeaudio.collector.app import create_app
-    from beeaudio.collector.settings import SettingsError, resolve_admin_token
+    from beeaudio.collector.settings import resolve_admin_token
 
     settings = _settings(args, local=args.local)
-    try:
-        token, generated = resolve_admin_token(settings)
-    except SettingsError as exc:
-        return _fail(exc)
+    token, generated = resolve_admin_token(settings)
     if settings.mode == "local":
         where = settings.admin_token_file()
         if generated or where.is_file():
             print(f"local mode: admin token {token} (kept in {where})", flush=True)
     app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    return EXIT_OK
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -128,62 +140,70 @@ def _migrate(args: argparse.Namespace) -> int:
     revision = migrate.upgrade(engine=engine)
     engine.dispose()
     print(f"database at revision {revision}")
-    return 0
+    return EXIT_OK
+
+
+def _params(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OptionError(f"--params is not JSON ({exc}); e.g. --params '{{\"enter_swarm\": 0.7}}'") from exc
+    if not isinstance(params, dict):
+        raise OptionError(f"--params must be a JSON object of state parameters, got {params!r}")
+    return params
 
 
 def _add_hive(args: argparse.Namespace) -> int:
-    from beeaudio.collector.routes_admin import create_hive
-    from fastapi import HTTPException
+    from beeaudio.collector.store.hives import create_hive
 
-    try:
-        params = json.loads(args.params) if args.params else None
-        status = create_hive(
-            context=_context(args), name=args.name, hive_id=args.hive_id, state_params=params
-        )
-    except (HTTPException, json.JSONDecodeError) as exc:
-        return _fail(exc)
+    overrides = _params(args.params)
+    context = _context(args)
+    status = create_hive(
+        engine=context.engine,
+        defaults=context.defaults,
+        name=args.name,
+        hive_id=args.hive_id,
+        overrides=overrides,
+        now_ms=context.clock_ms(),
+    )
     print(status["hive_id"])
-    return 0
+    return EXIT_OK
 
 
 def _add_device(args: argparse.Namespace) -> int:
-    from beeaudio.collector.routes_admin import create_device
-    from fastapi import HTTPException
+    from beeaudio.collector.store.devices import create_device
 
-    try:
-        device = create_device(context=_context(args), hive_id=args.hive, device_id=args.device_id)
-    except HTTPException as exc:
-        return _fail(exc)
-    print(f"device_id {device['device_id']}")
-    print(f"token {device['token']}")
+    context = _context(args)
+    device = create_device(
+        engine=context.engine, hive_id=args.hive, device_id=args.device_id, now_ms=context.clock_ms()
+    )
+    print(f"device_id {device.device_id}")
+    print(f"token {device.token}")
     print("(the token is shown only this once; the collector keeps only its hash)", flush=True)
-    return 0
+    return EXIT_OK
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from beeaudio.collector.routes_admin import revoke_device
-    from fastapi import HTTPException
+    from beeaudio.collector.store.devices import revoke_device
 
-    try:
-        revoke_device(context=_context(args), device_id=args.device_id)
-    except HTTPException as exc:
-        return _fail(exc)
+    context = _context(args)
+    revoke_device(engine=context.engine, device_id=args.device_id, now_ms=context.clock_ms())
     print(f"revoked {args.device_id}")
-    return 0
+    return EXIT_OK
 
 
 def _list_hives(args: argparse.Namespace) -> int:
-    from beeaudio.collector.db import read_transaction
-    from beeaudio.collector.queries import all_statuses
+    from beeaudio.collector.store.queries import all_statuses
 
     context = _context(args)
-    with read_transaction(context.engine) as conn:
-        statuses = all_statuses(conn, defaults=context.defaults, now_ms=context.clock_ms())
+    statuses = all_statuses(engine=context.engine, defaults=context.defaults, now_ms=context.clock_ms())
     if args.json:
         print(json.dumps(statuses, indent=2))
-        return 0
+        return EXIT_OK
     for status in statuses:
         print(
             f"{status['hive_id']:<24} {status['state']:<8} {status['last_seen'] or '-':<26} {status['name']}"
         )
-    return 0
+    return EXIT_OK

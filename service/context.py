@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from beeaudio.collector.settings import Settings
-from beeaudio.collector.state import StateParams
 from fastapi import Request
 from sqlalchemy.engine import Engine
+
+from beeaudio.collector.settings import Settings
+from beeaudio.collector.state import StateParams
 
 
 @dataclass(frozen=True)

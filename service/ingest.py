@@ -1,338 +1,76 @@
-"""Ingest: validate a device's batch, store it idempotently, update rollups and the hive state — in one
-transaction, so a batch is either wholly stored (and durably committed before the 2xx) or not at all."""
+"""Ingest, the check: a device's batch against the wire contract and the device that sent it.
+
+The rules are the contract's (:mod:`beeaudio.core.wire`: ``ClassificationEvent.validate`` checks every
+field, ``unclean_reason`` what no database can store); what this adds is what only the collector knows:
+whose token sent the batch, how many events one request may carry, and the collector's clock. Storing a
+checked batch is :func:`beeaudio.collector.store.ingest.store_batch`.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from beeaudio.collector.alerts import HIVE_BACK, record_alert
-from beeaudio.collector.db import (
-    devices,
-    events,
-    hive_state,
-    hives,
-    insert_for,
-    lock_clause,
-    rollup_labels,
-    rollups,
-    write_transaction,
-)
-from beeaudio.collector.hive_state import apply_step, hive_params, recompute_steps
-from beeaudio.collector.state import StateParams
+from beeaudio.collector.store.devices import DeviceIdentity
+from beeaudio.collector.store.errors import Forbidden, Invalid, TooLarge
 from beeaudio.collector.timeutil import iso_ms, to_ms
-from sqlalchemy.engine import Engine
-
-from beeaudio.core.wire import BATCH_SCHEMA, ClassificationEvent, EventError
-
-log = logging.getLogger(__name__)
-
-#: Readings from before this are a device whose clock was never set (a Pi without RTC boots in 1970).
-EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-MAX_LABELS = 64
-MAX_STRING = 200
-
-
-class IngestError(Exception):
-    """A batch refused as a whole; ``status`` is the HTTP status, the message says what is wrong."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+from beeaudio.core import wire
+from beeaudio.core.wire import ClassificationEvent, EventError
 
 
 @dataclass(frozen=True)
-class DeviceIdentity:
-    device_id: str
-    hive_id: str
-
-
-@dataclass(frozen=True)
-class IngestResult:
+class CheckedBatch:
     batch_id: str
-    accepted: int
-    duplicates: int
-
-
-def _has_nul(value: Any) -> bool:
-    # PostgreSQL cannot store NUL in text; refuse it for every database so both behave the same.
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+    events: list[ClassificationEvent]
 
 
 def parse_batch(
     *, body: Any, device: DeviceIdentity, max_events: int, future_tolerance_ms: int, now_ms: int
-) -> tuple[str, list[ClassificationEvent]]:
-    """Check a batch against the event contract and the sending device; (batch_id, events) or IngestError."""
+) -> CheckedBatch:
+    """Check a batch against the event contract and the sending device.
+
+    :class:`Invalid` (422) for a batch that breaks the contract, :class:`Forbidden` (403) for another
+    device's or hive's ids, :class:`TooLarge` (413) for more than ``max_events`` events."""
     if not isinstance(body, dict):
-        raise IngestError(422, "the body must be a JSON object (a beeaudio.batch/1)")
-    if body.get("schema") != BATCH_SCHEMA:
-        raise IngestError(
-            422, f"unknown batch schema {body.get('schema')!r}; this collector knows {BATCH_SCHEMA!r}"
+        raise Invalid(f"the body must be a JSON object (a {wire.BATCH_SCHEMA})")
+    reason = wire.unclean_reason(body)
+    if reason:
+        raise Invalid(reason)
+    if body.get("schema") != wire.BATCH_SCHEMA:
+        raise Invalid(
+            f"unknown batch schema {body.get('schema')!r}; this collector knows {wire.BATCH_SCHEMA!r}"
         )
-    if _has_nul(body):
-        raise IngestError(422, "strings must not contain NUL characters")
     batch_id = body.get("batch_id")
-    if not isinstance(batch_id, str) or not 1 <= len(batch_id) <= 128:
-        raise IngestError(422, "batch_id must be a string of 1..128 characters")
+    if not isinstance(batch_id, str) or not 1 <= len(batch_id) <= wire.MAX_BATCH_ID:
+        raise Invalid(f"batch_id must be a string of 1..{wire.MAX_BATCH_ID} characters")
     if body.get("device_id") != device.device_id:
-        raise IngestError(
-            403, f"this token belongs to device {device.device_id!r}, not {body.get('device_id')!r}"
-        )
+        raise Forbidden(f"this token belongs to device {device.device_id!r}, not {body.get('device_id')!r}")
     raw_events = body.get("events")
     if not isinstance(raw_events, list):
-        raise IngestError(422, "events must be a list")
+        raise Invalid("events must be a list")
     if len(raw_events) > max_events:
-        raise IngestError(413, f"batch has {len(raw_events)} events; the limit is {max_events} per request")
+        raise TooLarge(f"batch has {len(raw_events)} events; the limit is {max_events} per request")
+    earliest_ms = to_ms(wire.EARLIEST_WINDOW)
     parsed: list[ClassificationEvent] = []
     for index, raw in enumerate(raw_events):
-        if not isinstance(raw, dict):
-            raise IngestError(422, f"events[{index}] must be a JSON object")
         try:
             event = ClassificationEvent.from_json(raw)
         except EventError as exc:
-            raise IngestError(422, f"events[{index}]: {exc}") from exc
+            raise Invalid(f"events[{index}]: {exc}") from exc
         if event.device_id != device.device_id:
-            raise IngestError(
-                403, f"events[{index}]: device_id {event.device_id!r} is not this token's device"
-            )
+            raise Forbidden(f"events[{index}]: device_id {event.device_id!r} is not this token's device")
         if event.hive_id != device.hive_id:
-            raise IngestError(403, f"events[{index}]: hive_id {event.hive_id!r} is not this device's hive")
-        _check_sizes(index=index, event=event)
+            raise Forbidden(f"events[{index}]: hive_id {event.hive_id!r} is not this device's hive")
         start_ms = to_ms(event.window_start)
         if start_ms > now_ms + future_tolerance_ms:
-            raise IngestError(
-                422,
+            raise Invalid(
                 f"events[{index}]: window_start {iso_ms(start_ms)} is in the future "
-                f"(collector time {iso_ms(now_ms)}); check the device clock",
+                f"(collector time {iso_ms(now_ms)}); check the device clock"
             )
-        if start_ms < EARLIEST_MS:
-            raise IngestError(
-                422,
-                f"events[{index}]: window_start {iso_ms(start_ms)} is before 2000; "
-                "the device clock is not set",
+        if start_ms < earliest_ms:
+            raise Invalid(
+                f"events[{index}]: window_start {iso_ms(start_ms)} is before {wire.EARLIEST_WINDOW.year}; "
+                "the device clock is not set"
             )
         parsed.append(event)
-    return batch_id, parsed
-
-
-def _check_sizes(*, index: int, event: ClassificationEvent) -> None:
-    for name in ("event_id", "model_name", "model_version", "label", "source_format"):
-        value = getattr(event, name)
-        limit = 32 if name == "source_format" else 64 if name == "event_id" else 100
-        if not value or len(value) > limit:
-            raise IngestError(422, f"events[{index}]: {name} must be 1..{limit} characters")
-    if len(event.probabilities) > MAX_LABELS:
-        raise IngestError(422, f"events[{index}]: more than {MAX_LABELS} labels")
-    for label in event.probabilities:
-        if not label or len(label) > 100:
-            raise IngestError(422, f"events[{index}]: label names must be 1..100 characters")
-    if event.window_seconds > 3600:
-        raise IngestError(
-            422, f"events[{index}]: window_seconds {event.window_seconds} is longer than an hour"
-        )
-
-
-def _bucket(moment: datetime, *, bucket_seconds: int) -> int:
-    seconds = to_ms(moment) // 1000
-    return seconds - seconds % bucket_seconds
-
-
-def store_batch(
-    *,
-    engine: Engine,
-    device: DeviceIdentity,
-    batch_id: str,
-    batch: list[ClassificationEvent],
-    defaults: StateParams,
-    bucket_seconds: int,
-    webhook_urls: list[str],
-    now_ms: int,
-) -> IngestResult:
-    """Insert the new events (ignoring ones already stored), fold them into rollups, move the state."""
-    unique: dict[str, ClassificationEvent] = {}
-    for event in batch:
-        unique.setdefault(event.event_id, event)
-    with write_transaction(engine) as conn:
-        insert = insert_for(conn)
-        state_query = sa.select(hive_state, hives.c.params).join(
-            hives, hives.c.hive_id == hive_state.c.hive_id
-        )
-        state_query = state_query.where(hive_state.c.hive_id == device.hive_id)
-        if lock_clause(conn):
-            # One writer per hive at a time: rollups and steps of a hive change only under this lock.
-            state_query = state_query.with_for_update(of=hive_state)
-        current = conn.execute(state_query).first()
-        if current is None:
-            raise IngestError(404, f"hive {device.hive_id!r} does not exist")
-        inserted: set[str] = set()
-        if unique:
-            rows = [
-                {
-                    "hive_id": device.hive_id,
-                    "device_id": device.device_id,
-                    "event_id": e.event_id,
-                    "model_name": e.model_name,
-                    "model_version": e.model_version,
-                    "window_start_ms": to_ms(e.window_start),
-                    "window_seconds": e.window_seconds,
-                    "label": e.label,
-                    "swarm_score": e.swarm_score,
-                    "level_dbfs": e.level_dbfs,
-                    "source_format": e.source_format,
-                    "probabilities": e.probabilities,
-                    "extra": e.extra or None,
-                    "received_ms": now_ms,
-                }
-                for e in unique.values()
-            ]
-            # Under the hive lock no other transaction can insert this device's events, so the ids that
-            # are not stored yet are exactly the ones this insert adds. (A RETURNING over a multi-row
-            # insert would say the same, but costs PostgreSQL drivers far more per batch.)
-            stored = set(
-                conn.execute(
-                    sa.select(events.c.event_id).where(
-                        events.c.device_id == device.device_id, events.c.event_id.in_(list(unique))
-                    )
-                ).scalars()
-            )
-            rows = [row for row in rows if row["event_id"] not in stored]
-            if rows:
-                stmt = insert(events).on_conflict_do_nothing(
-                    index_elements=[events.c.device_id, events.c.event_id]
-                )
-                conn.execute(stmt, rows)
-            inserted = {row["event_id"] for row in rows}
-        new_events = [e for e in unique.values() if e.event_id in inserted]
-        params = hive_params(defaults=defaults, overrides=current.params)
-        values: dict[str, Any] = {"last_seen_ms": now_ms, "updated_ms": now_ms}
-        if new_events:
-            touched = _fold_rollups(conn, device=device, new_events=new_events, bucket_seconds=bucket_seconds)
-            latest = max(new_events, key=lambda e: e.window_start)
-            latest_ms = to_ms(latest.window_start)
-            if current.last_event_ms is None or latest_ms >= current.last_event_ms:
-                values["last_event_ms"] = latest_ms
-                values["model_version"] = latest.model_version
-            step = recompute_steps(
-                conn,
-                hive_id=device.hive_id,
-                first_bucket=min(touched),
-                last_touched=max(touched),
-                params=params,
-            )
-            if step is not None:
-                values.update(
-                    apply_step(
-                        conn,
-                        hive_id=device.hive_id,
-                        step=step,
-                        previous_state=current.state,
-                        params=params,
-                        webhook_urls=webhook_urls,
-                        now_ms=now_ms,
-                    )
-                )
-        if current.offline_alerted:
-            values["offline_alerted"] = False
-            record_alert(
-                conn,
-                hive_id=device.hive_id,
-                kind=HIVE_BACK,
-                at_ms=now_ms,
-                details={"device_id": device.device_id, "silent_since_ms": current.last_seen_ms},
-                webhook_urls=webhook_urls,
-                now_ms=now_ms,
-            )
-        conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == device.hive_id).values(**values))
-        conn.execute(
-            sa.update(devices).where(devices.c.device_id == device.device_id).values(last_seen_ms=now_ms)
-        )
-    result = IngestResult(batch_id=batch_id, accepted=len(inserted), duplicates=len(batch) - len(inserted))
-    log.debug(
-        "batch %s from %s: %d new, %d duplicates",
-        batch_id,
-        device.device_id,
-        result.accepted,
-        result.duplicates,
-    )
-    return result
-
-
-def _fold_rollups(
-    conn: Any, *, device: DeviceIdentity, new_events: list[ClassificationEvent], bucket_seconds: int
-) -> set[int]:
-    """Add the new events to their per-device buckets (atomic ``n = n + excluded.n`` upserts)."""
-    insert = insert_for(conn)
-    totals: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-    labels: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])
-    for event in new_events:
-        bucket = _bucket(event.window_start, bucket_seconds=bucket_seconds)
-        total = totals[bucket]
-        total[0] += 1
-        total[1] += event.swarm_score
-        total[2] += event.level_dbfs
-        for label, probability in event.probabilities.items():
-            entry = labels[(bucket, label)]
-            entry[0] += 1 if label == event.label else 0
-            entry[1] += probability
-    stmt = insert(rollups)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[rollups.c.hive_id, rollups.c.device_id, rollups.c.bucket_start],
-        set_={
-            "n": rollups.c.n + stmt.excluded.n,
-            "swarm_sum": rollups.c.swarm_sum + stmt.excluded.swarm_sum,
-            "level_sum": rollups.c.level_sum + stmt.excluded.level_sum,
-        },
-    )
-    conn.execute(
-        stmt,
-        [
-            {
-                "hive_id": device.hive_id,
-                "device_id": device.device_id,
-                "bucket_start": bucket,
-                "n": int(n),
-                "swarm_sum": s,
-                "level_sum": lv,
-            }
-            for bucket, (n, s, lv) in sorted(totals.items())
-        ],
-    )
-    stmt = insert(rollup_labels)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[
-            rollup_labels.c.hive_id,
-            rollup_labels.c.device_id,
-            rollup_labels.c.bucket_start,
-            rollup_labels.c.label,
-        ],
-        set_={
-            "n_top": rollup_labels.c.n_top + stmt.excluded.n_top,
-            "prob_sum": rollup_labels.c.prob_sum + stmt.excluded.prob_sum,
-        },
-    )
-    conn.execute(
-        stmt,
-        [
-            {
-                "hive_id": device.hive_id,
-                "device_id": device.device_id,
-                "bucket_start": bucket,
-                "label": label,
-                "n_top": int(n),
-                "prob_sum": p,
-            }
-            for (bucket, label), (n, p) in sorted(labels.items())
-        ],
-    )
-    return set(totals)
+    return CheckedBatch(batch_id=batch_id, events=parsed)

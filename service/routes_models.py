@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
 from beeaudio.collector.auth import (
     Principal,
     get_principal,
@@ -12,21 +16,13 @@ from beeaudio.collector.auth import (
     require_reader,
 )
 from beeaudio.collector.context import AppContext, get_context
-from beeaudio.collector.registry import (
-    RegistryError,
-    device_hive,
-    list_models,
-    model_file,
-    model_for_hive,
-    publish,
-    store_upload,
-)
+from beeaudio.collector.registry import model_path, store_upload
 from beeaudio.collector.schemas import DeviceModelOut, ModelOut, PublishIn
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from beeaudio.collector.store.devices import hive_of_device
+from beeaudio.collector.store.models import get_model, list_models, model_for_hive, publish
+from beeaudio.core.wire import API_PREFIX, MODELS_PATH
 
-router = APIRouter(prefix="/api/v1", tags=["models"])
+router = APIRouter(prefix=API_PREFIX, tags=["models"])
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -69,16 +65,13 @@ async def post_model(
         content = await upload.read()
     else:
         content = await request.body()
-    try:
-        return await run_in_threadpool(
-            store_upload,
-            engine=context.engine,
-            data_dir=context.data_dir,
-            content=content,
-            now_ms=context.clock_ms(),
-        )
-    except RegistryError as exc:
-        raise HTTPException(exc.status, exc.detail) from exc
+    return await run_in_threadpool(
+        store_upload,
+        engine=context.engine,
+        data_dir=context.data_dir,
+        content=content,
+        now_ms=context.clock_ms(),
+    )
 
 
 @router.get("/models", response_model=list[dict[str, Any]])
@@ -96,12 +89,9 @@ async def post_publish(
     context: AppContext = Depends(get_context),
 ) -> dict[str, Any]:
     """Publish a model to one hive (``hive_id``) or to all hives (``hive_id`` null)."""
-    try:
-        return await run_in_threadpool(
-            publish, engine=context.engine, model_id=model_id, hive_id=body.hive_id, now_ms=context.clock_ms()
-        )
-    except RegistryError as exc:
-        raise HTTPException(exc.status, exc.detail) from exc
+    return await run_in_threadpool(
+        publish, engine=context.engine, model_id=model_id, hive_id=body.hive_id, now_ms=context.clock_ms()
+    )
 
 
 @router.get(
@@ -120,9 +110,7 @@ async def get_device_model(
 ) -> Any:
     """Which bundle the device should run, with ``ETag: "<sha256>"``; 304 on a matching If-None-Match."""
     require_own_device(principal=principal, device_id=device_id)
-    hive_id = await run_in_threadpool(device_hive, engine=context.engine, device_id=device_id)
-    if hive_id is None:
-        raise HTTPException(404, f"device {device_id!r} does not exist")
+    hive_id = await run_in_threadpool(hive_of_device, engine=context.engine, device_id=device_id)
     model = await run_in_threadpool(model_for_hive, engine=context.engine, hive_id=hive_id)
     if model is None:
         return Response(status_code=204)
@@ -135,7 +123,7 @@ async def get_device_model(
         "model_version": model["model_version"],
         "sha256": model["sha256"],
         "size": model["size"],
-        "download_url": f"/api/v1/models/{model['model_id']}/file",
+        "download_url": f"{MODELS_PATH}/{model['model_id']}/file",
     }
     return JSONResponse(body, headers=headers)
 
@@ -152,17 +140,14 @@ async def get_model_file(
     context: AppContext = Depends(get_context),
 ) -> Any:
     """The bundle bytes. A device may download only the model published for its hive."""
-    found = await run_in_threadpool(
-        model_file, engine=context.engine, data_dir=context.data_dir, model_id=model_id
-    )
     if principal.role == "device":
+        # Checked before the model is looked up, so a device cannot probe which model ids exist.
         assert principal.hive_id is not None
         current = await run_in_threadpool(model_for_hive, engine=context.engine, hive_id=principal.hive_id)
         if current is None or current["model_id"] != model_id:
             raise HTTPException(403, "a device may download only the model published for its hive")
-    if found is None:
-        raise HTTPException(404, f"model {model_id!r} does not exist")
-    path, model = found
+    stored = await run_in_threadpool(get_model, engine=context.engine, model_id=model_id)
+    path, model = model_path(data_dir=context.data_dir, stored=stored), stored.info
     if not path.is_file():
         raise HTTPException(410, f"the file of model {model_id!r} is missing from the data folder")
     headers = {"ETag": _etag(model["sha256"])}

@@ -6,31 +6,24 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from beeaudio.collector.auth import Principal, require_reader
-from beeaudio.collector.context import AppContext, get_context
-from beeaudio.collector.db import hives, read_transaction
-from beeaudio.collector.migrate import current_revision
-from beeaudio.collector.queries import (
-    alert_list,
-    all_statuses,
-    event_page,
-    history,
-    hive_status,
-    parse_cursor,
-)
-from beeaudio.collector.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
-from beeaudio.collector.timeutil import iso_ms, to_ms
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from beeaudio import __version__
-from beeaudio.core.wire import EventError, parse_utc
+from beeaudio.collector.auth import Principal, require_reader
+from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.migrate import current_revision
+from beeaudio.collector.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
+from beeaudio.collector.store.alerts import alert_list
+from beeaudio.collector.store.queries import all_statuses, event_page, history, hive_status, parse_cursor
+from beeaudio.collector.timeutil import iso_ms, to_ms
+from beeaudio.core.wire import API_PREFIX, EARLIEST_WINDOW, EventError, parse_utc
 
-router = APIRouter(prefix="/api/v1", tags=["read"])
+router = APIRouter(prefix=API_PREFIX, tags=["read"])
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+#: Times asked for must be in the years readings can have (the contract's earliest window on).
+EARLIEST = EARLIEST_WINDOW
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 #: At most this many history buckets per request.
 MAX_HISTORY_BUCKETS = 10_000
@@ -45,7 +38,7 @@ def _time_param(name: str, value: str | None) -> int | None:
     except (EventError, OverflowError) as exc:
         raise HTTPException(422, f"{name}: {exc}") from exc
     if not EARLIEST <= moment <= LATEST:
-        raise HTTPException(422, f"{name}: {value!r} is outside the years 2000..2199")
+        raise HTTPException(422, f"{name}: {value!r} is outside the years {EARLIEST.year}..{LATEST.year - 1}")
     return to_ms(moment)
 
 
@@ -54,27 +47,26 @@ async def get_hives(
     _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> list[dict[str, Any]]:
     """Every hive with its current state."""
-
-    def _read() -> list[dict[str, Any]]:
-        with read_transaction(context.engine) as conn:
-            return all_statuses(conn, defaults=context.defaults, now_ms=context.clock_ms())
-
-    return await run_in_threadpool(_read)
+    return await run_in_threadpool(
+        all_statuses, engine=context.engine, defaults=context.defaults, now_ms=context.clock_ms()
+    )
 
 
-def _status(context: AppContext, hive_id: str) -> dict[str, Any]:
-    with read_transaction(context.engine) as conn:
-        status = hive_status(conn, hive_id=hive_id, defaults=context.defaults, now_ms=context.clock_ms())
-    if status is None:
-        raise HTTPException(404, f"hive {hive_id!r} does not exist")
-    return status
+async def _status(context: AppContext, hive_id: str) -> dict[str, Any]:
+    return await run_in_threadpool(
+        hive_status,
+        engine=context.engine,
+        hive_id=hive_id,
+        defaults=context.defaults,
+        now_ms=context.clock_ms(),
+    )
 
 
 @router.get("/hives/{hive_id}", response_model=HiveStatus)
 async def get_hive(
     hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> dict[str, Any]:
-    return await run_in_threadpool(_status, context, hive_id)
+    return await _status(context, hive_id)
 
 
 @router.get("/hives/{hive_id}/status", response_model=HiveStatus)
@@ -82,7 +74,7 @@ async def get_status(
     hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> dict[str, Any]:
     """The hive's state: one stored row, plus ``offline`` decided now from when data last arrived."""
-    return await run_in_threadpool(_status, context, hive_id)
+    return await _status(context, hive_id)
 
 
 @router.get("/hives/{hive_id}/history", response_model=HistoryOut)
@@ -116,20 +108,16 @@ async def get_history(
     start_s = (start_ms // 1000) // width * width
     end_s = math.ceil(end_ms / 1000 / width) * width
 
-    def _read() -> dict[str, Any]:
-        with read_transaction(context.engine) as conn:
-            if conn.execute(sa.select(hives.c.hive_id).where(hives.c.hive_id == hive_id)).first() is None:
-                raise HTTPException(404, f"hive {hive_id!r} does not exist")
-            buckets = history(conn, hive_id=hive_id, start_s=start_s, end_s=end_s, bucket_seconds=width)
-        return {
-            "hive_id": hive_id,
-            "bucket_seconds": width,
-            "start": iso_ms(start_s * 1000),
-            "end": iso_ms(end_s * 1000),
-            "buckets": buckets,
-        }
-
-    return await run_in_threadpool(_read)
+    buckets = await run_in_threadpool(
+        history, engine=context.engine, hive_id=hive_id, start_s=start_s, end_s=end_s, bucket_seconds=width
+    )
+    return {
+        "hive_id": hive_id,
+        "bucket_seconds": width,
+        "start": iso_ms(start_s * 1000),
+        "end": iso_ms(end_s * 1000),
+        "buckets": buckets,
+    }
 
 
 @router.get("/hives/{hive_id}/events")
@@ -147,14 +135,10 @@ async def get_events(
         if position is None:
             raise HTTPException(422, "cursor is not one this collector handed out")
 
-    def _read() -> dict[str, Any]:
-        with read_transaction(context.engine) as conn:
-            if conn.execute(sa.select(hives.c.hive_id).where(hives.c.hive_id == hive_id)).first() is None:
-                raise HTTPException(404, f"hive {hive_id!r} does not exist")
-            page, next_cursor = event_page(conn, hive_id=hive_id, limit=limit, cursor=position)
-        return {"hive_id": hive_id, "events": page, "next_cursor": next_cursor}
-
-    return await run_in_threadpool(_read)
+    page = await run_in_threadpool(
+        event_page, engine=context.engine, hive_id=hive_id, limit=limit, cursor=position
+    )
+    return {"hive_id": hive_id, "events": page.events, "next_cursor": page.next_cursor}
 
 
 @router.get("/alerts", response_model=list[AlertOut])
@@ -167,12 +151,9 @@ async def get_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts (swarm_started, swarm_ended, hive_offline, hive_back); without ``since``, the latest ones."""
     since_ms = _time_param("since", since)
-
-    def _read() -> list[dict[str, Any]]:
-        with read_transaction(context.engine) as conn:
-            return alert_list(conn, hive_id=hive_id, since_ms=since_ms, limit=limit)
-
-    return await run_in_threadpool(_read)
+    return await run_in_threadpool(
+        alert_list, engine=context.engine, hive_id=hive_id, since_ms=since_ms, limit=limit
+    )
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"description": "database unreachable"}})

@@ -1,8 +1,9 @@
-"""Request and response bodies of the HTTP API (v1); see /tmp contract mirrored in docs/collector.md.
+"""Request and response bodies of the HTTP API (v1); the contract itself is ``beeaudio.core.wire``.
 
-The event and batch models describe the wire format for OpenAPI and do the type checks; the value rules
-(probabilities sum to 1, label among them, ...) are ``beeaudio.core.wire.ClassificationEvent.validate``, the
-same code the device runs.
+The event, batch and heartbeat models describe the wire format for OpenAPI and do the type checks, with
+every limit taken from :mod:`beeaudio.core.wire`; the value rules (probabilities sum to 1, label among
+them, ...) are ``ClassificationEvent.validate``, the same code the device runs. A test holds the field
+names to ``wire.EVENT_FIELDS`` / ``wire.HEARTBEAT_FIELDS``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+from beeaudio.core import wire
+
+#: A heartbeat's disk size: a signed 64-bit integer (wire.py sets no limit for byte counts).
+MAX_BYTES = 2**63 - 1
+#: Hive names (the ``hives.name`` column).
+MAX_HIVE_NAME = 200
 
 
 class _In(BaseModel):
@@ -19,28 +25,28 @@ class _In(BaseModel):
 
 
 class EventIn(_In):
-    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
-
-    schema_: Literal["beeaudio.event/1"] = Field(alias="schema")
-    event_id: str = Field(min_length=1, max_length=64)
-    hive_id: str = Field(min_length=1, max_length=64)
-    device_id: str = Field(min_length=1, max_length=64)
-    model_name: str = Field(min_length=1, max_length=100)
-    model_version: str = Field(min_length=1, max_length=100)
-    window_start: str = Field(description="ISO 8601 UTC, e.g. 2026-05-01T12:00:00.000Z", max_length=64)
+    schema_: Literal[wire.EVENT_SCHEMA] = Field(alias="schema")
+    event_id: str = Field(min_length=1, max_length=wire.MAX_ID)
+    hive_id: str = Field(min_length=1, max_length=wire.MAX_ID)
+    device_id: str = Field(min_length=1, max_length=wire.MAX_ID)
+    model_name: str = Field(min_length=1, max_length=wire.MAX_NAME)
+    model_version: str = Field(min_length=1, max_length=wire.MAX_NAME)
+    window_start: str = Field(
+        description="ISO 8601 UTC, e.g. 2026-05-01T12:00:00.000Z", max_length=wire.MAX_TIMESTAMP
+    )
     window_seconds: float
     probabilities: dict[str, float]
-    label: str = Field(min_length=1, max_length=100)
+    label: str = Field(min_length=1, max_length=wire.MAX_NAME)
     swarm_score: float
     level_dbfs: float
-    source_format: str = Field(min_length=1, max_length=32)
+    source_format: str = Field(min_length=1, max_length=wire.MAX_SOURCE_FORMAT)
     extra: dict[str, Any] | None = None
 
 
 class BatchIn(_In):
-    schema_: Literal["beeaudio.batch/1"] = Field(alias="schema")
-    batch_id: str = Field(min_length=1, max_length=128)
-    device_id: str = Field(min_length=1, max_length=64)
+    schema_: Literal[wire.BATCH_SCHEMA] = Field(alias="schema")
+    batch_id: str = Field(min_length=1, max_length=wire.MAX_BATCH_ID)
+    device_id: str = Field(min_length=1, max_length=wire.MAX_ID)
     events: list[EventIn]
 
 
@@ -53,21 +59,21 @@ class BatchOut(BaseModel):
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="allow")
 
-    schema_: Literal["beeaudio.heartbeat/1"] = Field(alias="schema")
-    sent_at: str = Field(max_length=64)
+    schema_: Literal[wire.HEARTBEAT_SCHEMA] = Field(alias="schema")
+    sent_at: str = Field(max_length=wire.MAX_TIMESTAMP)
     uptime_s: float | None = None
-    backlog_files: int | None = Field(default=None, ge=0, le=2**53)
-    outbox_depth: int | None = Field(default=None, ge=0, le=2**53)
-    dropped_events: int | None = Field(default=None, ge=0, le=2**53)
-    model_name: str | None = Field(default=None, max_length=100)
-    model_version: str | None = Field(default=None, max_length=100)
-    disk_free_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    backlog_files: int | None = Field(default=None, ge=0, le=wire.MAX_COUNTER)
+    outbox_depth: int | None = Field(default=None, ge=0, le=wire.MAX_COUNTER)
+    dropped_events: int | None = Field(default=None, ge=0, le=wire.MAX_COUNTER)
+    model_name: str | None = Field(default=None, max_length=wire.MAX_NAME)
+    model_version: str | None = Field(default=None, max_length=wire.MAX_NAME)
+    disk_free_bytes: int | None = Field(default=None, ge=0, le=MAX_BYTES)
     stage_ms: dict[str, float] | None = None
 
 
 class HiveIn(_In):
-    name: str = Field(min_length=1, max_length=200)
-    hive_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    name: str = Field(min_length=1, max_length=MAX_HIVE_NAME)
+    hive_id: str | None = Field(default=None, pattern=wire.ID_PATTERN)
     state_params: dict[str, float] | None = None
 
 
@@ -76,7 +82,7 @@ class ParamsIn(_In):
 
 
 class DeviceIn(_In):
-    device_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    device_id: str | None = Field(default=None, pattern=wire.ID_PATTERN)
 
 
 class DeviceOut(BaseModel):

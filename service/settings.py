@@ -17,6 +17,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from beeaudio.collector.state import StateParams
+from beeaudio.core.errors import EXIT_USAGE, BeeaudioError
+
 log = logging.getLogger(__name__)
 
 #: Values that are never accepted as an admin secret outside local mode.
@@ -24,8 +27,10 @@ WEAK_SECRETS = frozenset({"", "admin", "changeme", "change-me", "secret", "passw
 MIN_SECRET_LENGTH = 16
 
 
-class SettingsError(RuntimeError):
+class SettingsError(BeeaudioError, RuntimeError):
     """The settings would make the collector unsafe or unusable; the message says what to change."""
+
+    exit_code = EXIT_USAGE
 
 
 class Settings(BaseSettings):
@@ -52,13 +57,14 @@ class Settings(BaseSettings):
     # Rollups: the width of the stored per-device time buckets that history and state are computed from.
     bucket_seconds: int = Field(default=60, ge=1, le=3600)
 
-    # Hive-state defaults (see docs/collector.md and beeaudio.collector.state.StateParams).
-    smoothing_seconds: float = Field(default=300.0, gt=0)
-    enter_swarm: float = Field(default=0.6, ge=0, le=1)
-    exit_swarm: float = Field(default=0.4, ge=0, le=1)
-    confirm_buckets: int = Field(default=2, ge=1)
-    min_events: int = Field(default=10, ge=1)
-    offline_after_seconds: float = Field(default=900.0, gt=0)
+    # Hive-state defaults: the numbers are StateParams' own (written once, there), so the environment
+    # can change them but a code default cannot differ from the state machine's. See docs/collector.md.
+    smoothing_seconds: float = Field(default=StateParams.smoothing_seconds, gt=0)
+    enter_swarm: float = Field(default=StateParams.enter_swarm, ge=0, le=1)
+    exit_swarm: float = Field(default=StateParams.exit_swarm, ge=0, le=1)
+    confirm_buckets: int = Field(default=StateParams.confirm_buckets, ge=1)
+    min_events: int = Field(default=StateParams.min_events, ge=1)
+    offline_after_seconds: float = Field(default=StateParams.offline_after_seconds, gt=0)
 
     # Background work.
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
@@ -67,6 +73,20 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=2.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     background_tasks: bool = True
+
+    def state_defaults(self) -> StateParams:
+        """The hive-state parameters of hives that do not override them; :class:`ParamsError` if they
+        cannot work together (e.g. ``exit_swarm >= enter_swarm``)."""
+        defaults = StateParams(
+            smoothing_seconds=self.smoothing_seconds,
+            enter_swarm=self.enter_swarm,
+            exit_swarm=self.exit_swarm,
+            confirm_buckets=self.confirm_buckets,
+            min_events=self.min_events,
+            offline_after_seconds=self.offline_after_seconds,
+        )
+        defaults.check()
+        return defaults
 
     def webhook_urls(self) -> list[str]:
         return [url.strip() for url in self.webhooks.split(",") if url.strip()]

@@ -15,23 +15,30 @@ holds data (a *step*), in event time:
 ``enter_swarm > exit_swarm`` is the hysteresis band: a score between them changes nothing. ``since`` is the
 start of the bucket where the run of steps that caused the change began. ``offline`` is not part of this
 machine: it is decided at query time from when the hive's last reading *arrived* (see
-beeaudio.collector.hive_state).
+beeaudio.collector.store.queries).
 Because each step is a function of the rollups only, the state does not depend on the order in which
-events arrived; beeaudio.collector.hive_state re-evaluates the steps a late event affects.
+events arrived; beeaudio.collector.store.hive_state re-evaluates the steps a late event affects.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+from beeaudio.core.errors import EXIT_USAGE, BeeaudioError
+
+log = logging.getLogger(__name__)
 
 UNKNOWN, NORMAL, SWARM, OFFLINE = "unknown", "normal", "swarm", "offline"
 MAX_SMOOTHING_SECONDS = 7 * 86400
 MAX_OFFLINE_SECONDS = 366 * 86400
 
 
-class ParamsError(ValueError):
+class ParamsError(BeeaudioError, ValueError):
     """Hive-state parameters that are unknown or out of range; the message names the parameter."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,18 @@ class StateParams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def hive_params(*, defaults: StateParams, overrides: dict[str, Any] | None) -> StateParams:
+    """A hive's parameters; overrides that no longer validate fall back to the defaults (logged).
+
+    Stored overrides were checked when they were set; a later change of the defaults (or of the rules)
+    can make them invalid, and one hive's stale overrides must not stop ingest or reads."""
+    try:
+        return defaults.with_overrides(overrides)
+    except ParamsError as exc:
+        log.error("ignoring a hive's stored state parameters: %s", exc)
+        return defaults
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,21 @@
 """Shared fixtures.
 
 Fixtures that need something outside the repository (the real recordings in ``../shared/data/real``, the
-PostgreSQL server, the edge virtual environments built by ``.ci/run``) skip with a reason on a user's
-machine and fail loudly when ``CI=true``, so CI can never pass by skipping them.
+PostgreSQL server, the edge virtual environments built by ``.ci/run``, Chromium) skip with a reason on a
+user's machine and fail loudly when ``CI=true``, so CI can never pass by skipping them.
+
+Where they are comes from the environment, with the defaults of this project's CI machine:
+``BEEAUDIO_REAL_DATA`` (the real recordings), ``BEEAUDIO_CHROMIUM`` (the browser, else ``chromium`` on the
+PATH), ``BEEAUDIO_EDGE_PYTHON`` / ``BEEAUDIO_TFLITE214_PYTHON`` (the edge environments).
+
+``pytest -m "not slow"`` is the edit-test loop (under a minute): it leaves out the tests that train models,
+run the demo or drive a browser. The whole run (plain ``pytest``) is what CI and the README run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +23,15 @@ import pytest
 pytest_plugins = ["tests.fixtures.bundles", "tests.fixtures.collector"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_REAL = REPO_ROOT.parent / "shared" / "data" / "real"
+SHARED_REAL = Path(os.environ.get("BEEAUDIO_REAL_DATA") or REPO_ROOT.parent / "shared" / "data" / "real")
+
+
+def chromium_path() -> Path | None:
+    """The Chromium the browser tests drive: ``$BEEAUDIO_CHROMIUM``, else ``chromium`` on the PATH."""
+    found = (
+        os.environ.get("BEEAUDIO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+    return Path(found) if found else None
 
 
 def in_ci() -> bool:
@@ -33,6 +49,18 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    """``../shared/data/real``: a few real hive recordings (MIT), read in place, never copied."""
+    """``$BEEAUDIO_REAL_DATA`` or ``../shared/data/real``: a few real hive recordings (MIT), read in place,
+    never copied."""
     require(SHARED_REAL.is_dir(), f"the real recordings are not at {SHARED_REAL}")
     return SHARED_REAL
+
+
+#: Fixtures that train a model (TensorFlow, tens of seconds): a test that uses one is slow.
+TRAINING_FIXTURES = frozenset({"tiny_run", "tiny_bundle", "tiny_bundle_float32", "bundle", "bundle_f32"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import struct
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +31,7 @@ import soundfile as sf
 import soxr
 
 from beeaudio.core.errors import BeeaudioError
+from beeaudio.core.fsio import atomic_path
 
 if TYPE_CHECKING:
     from beeaudio.core.features import FeatureConfig
@@ -48,6 +47,7 @@ __all__ = [
     "TooShortAudioError",
     "TruncatedAudioError",
     "UnsupportedAudioError",
+    "audio_files",
     "iter_windows",
     "load",
     "probe",
@@ -58,6 +58,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SUPPORTED_CONTAINERS = ("WAV", "MP3", "FLAC", "OGG")
+#: File names taken as recordings when a folder is given (inside a file, the content decides).
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".oga")
 # libsndfile's names for the RIFF family all mean "a WAV file" to a user.
 _CONTAINER_OF_FORMAT = {"WAV": "WAV", "WAVEX": "WAV", "RF64": "WAV", "W64": "WAV", "MP3": "MP3"}
 _CONTAINER_OF_FORMAT.update({"FLAC": "FLAC", "OGG": "OGG"})
@@ -349,6 +351,29 @@ def _read(path: Path, handle: sf.SoundFile, frames: int) -> np.ndarray:
 
 
 # -- public API --
+def audio_files(*, paths: Iterable[Path]) -> list[Path]:
+    """Files as given, and for each folder the recordings inside it (recursively, by name, sorted).
+
+    A folder's hidden files and files still being written (``.part``, ``.tmp``) are left out; a path that
+    is neither a file nor a folder raises ``FileNotFoundError`` naming it.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+                )
+            )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return found
+
+
 def resample(audio: np.ndarray, *, orig_rate: int, target_rate: int) -> np.ndarray:
     """Band-limited resampling (soxr, high quality) of a mono signal, as float32."""
     signal = np.asarray(audio, dtype=np.float32)
@@ -466,13 +491,6 @@ def write_wav(path: Path, *, audio: np.ndarray, sample_rate: int, subtype: str =
     data = np.asarray(audio, dtype=np.float32)
     if subtype.startswith("PCM"):
         data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp_name, data, sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
     return path

@@ -16,7 +16,6 @@ Imports only numpy and the standard library (plus ``beeaudio.core.features``): t
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -30,6 +29,7 @@ import numpy as np
 
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.features import FeatureConfig
+from beeaudio.core.fsio import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +312,6 @@ class Bundle:
     manifest: BundleManifest
     model_bytes: bytes
     selftest: SelfTest
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def default_selftest_atol(*, quantization: str, output_quant: QuantParams | None = None) -> float:

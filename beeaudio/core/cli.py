@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from beeaudio.core.console import EXIT_ERROR, guarded, pct, print_json
+from beeaudio.core.console import guarded, pct, print_json
+from beeaudio.core.errors import EXIT_FAILURE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +25,16 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
         help="classify audio files with a bundle",
         description="Classify WAV/MP3/FLAC/OGG files window by window and print, per file, the label (of "
         "the mean probabilities), the share of windows labelled swarm and the number of windows. Files that "
-        "cannot be read get an error line; the exit status is 2 if any file failed.",
+        "cannot be read get an error line; the exit status is 1 if any file failed.",
     )
     p.add_argument("--model", type=Path, required=True, help=".beemodel bundle")
-    p.add_argument("files", type=Path, nargs="+", help="audio files")
+    p.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="audio files, or folders (every .wav/.mp3/.flac/.ogg file inside them)",
+    )
     p.add_argument("--json", action="store_true", help="JSON output with per-window probabilities")
     p.add_argument("--windows", action="store_true", help="also print every window (table output)")
     p.add_argument(
@@ -38,13 +45,18 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from beeaudio.core.audio import AudioError
+    from beeaudio.core.audio import AudioError, audio_files
     from beeaudio.core.inference import Classifier
 
+    files = audio_files(paths=args.files)
+    if not files:
+        raise FileNotFoundError(
+            f"no audio files (.wav, .mp3, .flac, .ogg) in {', '.join(map(str, args.files))}"
+        )
     classifier = Classifier.load(args.model, runtime=args.runtime, num_threads=args.threads)
     swarm = classifier.manifest.swarm_label
     results, errors = [], []
-    for path in args.files:
+    for path in files:
         try:
             results.append(classifier.classify_file(path))
         except (AudioError, OSError, ValueError) as exc:
@@ -66,7 +78,7 @@ def _classify(args: argparse.Namespace) -> int:
                 "errors": errors,
             }
         )
-        return EXIT_ERROR if errors else 0
+        return EXIT_FAILURE if errors else 0
     if results:
         width = max(len(str(r.path)) for r in results)
         print(
@@ -82,7 +94,7 @@ def _classify(args: argparse.Namespace) -> int:
                 for w in r.windows:
                     probs = "  ".join(f"{k} {v:.3f}" for k, v in w.probabilities.items())
                     print(f"    {w.start_s:>8.1f} s  {w.label:<12} {probs}  level {w.level_dbfs:.1f} dBFS")
-    return EXIT_ERROR if errors else 0
+    return EXIT_FAILURE if errors else 0
 
 
 # -- info --------------------------------------------------------------------------------------------------

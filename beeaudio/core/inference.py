@@ -11,8 +11,12 @@ A :class:`Classifier` owns one interpreter and is not thread-safe; use one per t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +101,42 @@ def make_interpreter(
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     name, interpreter_class = resolve_runtime(runtime)
     try:
-        interpreter = interpreter_class(model_content=model_bytes, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with _native_stderr_to_log():
+            interpreter = interpreter_class(model_content=model_bytes, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise BundleError(f"{name} cannot load the model: {exc}") from exc
     return interpreter, name
+
+
+#: What the TF-Lite runtimes print from C++ on every start ("INFO: Created TensorFlow Lite XNNPACK delegate
+#: for CPU."): routine, so it goes to the debug log instead of a beekeeper's terminal.
+_ROUTINE_NATIVE_LINES = ("INFO: ",)
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """Route what native code writes to file descriptor 2 meanwhile into the log: routine INFO lines at
+    DEBUG, anything else at WARNING, so nothing is lost and nothing routine reaches the terminal."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon): nothing to tidy
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    routine = line.startswith(_ROUTINE_NATIVE_LINES)
+                    log.log(logging.DEBUG if routine else logging.WARNING, "runtime: %s", line)
 
 
 def _tensor_spec(detail: dict[str, Any]) -> TensorSpec:
@@ -253,7 +288,7 @@ class Classifier:
         classifier = cls(bundle=bundle, runner=runner)
         if selftest:
             delta = classifier.run_selftest()
-            log.info(
+            log.debug(
                 "bundle %s passed its self-test on %s (max |Δ| %.3g)", bundle.path, runner.runtime, delta
             )
         return classifier

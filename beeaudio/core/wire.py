@@ -1,32 +1,100 @@
-"""The classification event: what a hive device sends to the collector for each analysis window.
+"""The wire contract between a hive device and the collector, written down once.
 
-Versioned JSON (``schema`` = ``beeaudio.event/1``). The event id is derived from what the window *is*
-(device, source recording, window offset, model) so that reprocessing the same window after a crash yields
-the same id and the collector can drop the duplicate.
+Everything a device sends and the collector accepts is defined here: the classification event, the batch
+that carries events, the heartbeat, the limits on every field, the screening of values no database can
+store, and the API paths. The device builds its requests from these, the collector's request models take
+their limits from them and run the same :meth:`ClassificationEvent.validate`, and the demo and the
+benchmarks use the same paths, so the two sides cannot drift apart.
+
+Versioned JSON: ``schema`` names the version of each object (``beeaudio.event/1``, ``beeaudio.batch/1``,
+``beeaudio.heartbeat/1``). The event id is derived from what the window *is* (device, source recording,
+window offset, model), so reprocessing the same window after a crash gives the same id and the collector
+drops the duplicate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from beeaudio.core.errors import BeeaudioError
+
 EVENT_SCHEMA = "beeaudio.event/1"
 BATCH_SCHEMA = "beeaudio.batch/1"
+HEARTBEAT_SCHEMA = "beeaudio.heartbeat/1"
+
+# -- API paths -----------------------------------------------------------------------------------------------
+API_PREFIX = "/api/v1"
+HEALTH_PATH = f"{API_PREFIX}/health"
+EVENTS_PATH = f"{API_PREFIX}/events"
+HIVES_PATH = f"{API_PREFIX}/hives"
+ALERTS_PATH = f"{API_PREFIX}/alerts"
+MODELS_PATH = f"{API_PREFIX}/models"
 
 
-class EventError(ValueError):
-    """An event or batch that does not follow the contract; the message says which field and why."""
+def heartbeat_path(device_id: str) -> str:
+    return f"{API_PREFIX}/devices/{device_id}/heartbeat"
 
 
-def make_event_id(*, device_id: str, source_id: str, window_offset_s: float, model_sha256: str) -> str:
-    """Deterministic id of one window's result: same device, recording, offset and model give the same id."""
-    key = f"{device_id}\x1f{source_id}\x1f{window_offset_s:.3f}\x1f{model_sha256}"
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+def device_model_path(device_id: str) -> str:
+    """Which model this device should run (``GET``; ETag / 304 against the installed one)."""
+    return f"{API_PREFIX}/devices/{device_id}/model"
 
 
+def hive_path(hive_id: str, what: str = "") -> str:
+    """``/api/v1/hives/{hive_id}`` or one of its parts: ``status``, ``history``, ``events``, ``devices``."""
+    return f"{HIVES_PATH}/{hive_id}" + (f"/{what}" if what else "")
+
+
+# -- limits --------------------------------------------------------------------------------------------------
+#: Hive and device ids the collector hands out or accepts when registering.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+MAX_ID = 64  # event_id, hive_id, device_id
+MAX_BATCH_ID = 128
+MAX_NAME = 100  # model_name, model_version, label names
+MAX_SOURCE_FORMAT = 32
+MAX_TIMESTAMP = 64
+MAX_LABELS = 64
+MAX_WINDOW_SECONDS = 3600.0
+#: Probabilities are floats from a softmax, dequantised on int8 models: they sum to 1 within this.
+PROBABILITY_SUM_TOLERANCE = 0.02
+#: Readings from before this are a device whose clock was never set (a Pi without RTC boots in 1970).
+EARLIEST_WINDOW = datetime(2000, 1, 1, tzinfo=UTC)
+#: Integer counters in a heartbeat fit JSON numbers exactly.
+MAX_COUNTER = 2**53
+
+
+class EventError(BeeaudioError, ValueError):
+    """An event, batch or heartbeat that breaks the contract; the message says which field and why."""
+
+
+def unclean_reason(value: Any, *, where: str = "body") -> str | None:
+    """Why a JSON value cannot be stored by every database, or None: a NUL in a string (PostgreSQL text
+    cannot hold it) or a non-finite number (JSON has no NaN). Both sides refuse the same values."""
+    if isinstance(value, str):
+        return f"{where} contains a NUL character" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value}, not a finite number"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            reason = unclean_reason(key, where=f"{where} key") or unclean_reason(item, where=f"{where}.{key}")
+            if reason:
+                return reason
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            reason = unclean_reason(item, where=f"{where}[{index}]")
+            if reason:
+                return reason
+    return None
+
+
+# -- time ----------------------------------------------------------------------------------------------------
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 with an explicit ``Z``; naive datetimes are refused rather than guessed."""
     if moment.tzinfo is None:
@@ -42,6 +110,18 @@ def parse_utc(text: str) -> datetime:
     if moment.tzinfo is None:
         raise EventError(f"timestamp without a time zone: {text!r}")
     return moment.astimezone(UTC)
+
+
+# -- the classification event --------------------------------------------------------------------------------
+def make_event_id(*, device_id: str, source_id: str, window_offset_s: float, model_sha256: str) -> str:
+    """Deterministic id of one window's result: same device, recording, offset and model give the same id."""
+    key = f"{device_id}\x1f{source_id}\x1f{window_offset_s:.3f}\x1f{model_sha256}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    if not value or len(value) > limit:
+        raise EventError(f"{name} must be 1..{limit} characters")
 
 
 @dataclass(frozen=True)
@@ -72,6 +152,8 @@ class ClassificationEvent:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClassificationEvent:
+        if not isinstance(data, dict):
+            raise EventError(f"an event must be a JSON object, got {type(data).__name__}")
         if data.get("schema") != EVENT_SCHEMA:
             raise EventError(f"unknown event schema {data.get('schema')!r}; this side knows {EVENT_SCHEMA!r}")
         try:
@@ -93,21 +175,32 @@ class ClassificationEvent:
         except KeyError as exc:
             raise EventError(f"event is missing field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
+            if isinstance(exc, EventError):
+                raise
             raise EventError(f"event has a field of the wrong type: {exc}") from exc
         event.validate()
         return event
 
     def validate(self) -> None:
         """Check the values, not just the types: the collector and the device share these rules."""
-        if not self.event_id or len(self.event_id) > 64:
-            raise EventError("event_id must be 1..64 characters")
+        _check_text("event_id", self.event_id, MAX_ID)
+        _check_text("hive_id", self.hive_id, MAX_ID)
+        _check_text("device_id", self.device_id, MAX_ID)
+        _check_text("model_name", self.model_name, MAX_NAME)
+        _check_text("model_version", self.model_version, MAX_NAME)
+        _check_text("label", self.label, MAX_NAME)
+        _check_text("source_format", self.source_format, MAX_SOURCE_FORMAT)
         if not self.probabilities:
             raise EventError("probabilities must name at least one label")
+        if len(self.probabilities) > MAX_LABELS:
+            raise EventError(f"more than {MAX_LABELS} labels")
         for name, value in self.probabilities.items():
+            if not name or len(name) > MAX_NAME:
+                raise EventError(f"label names must be 1..{MAX_NAME} characters")
             if not math.isfinite(value) or not 0.0 <= value <= 1.0:
                 raise EventError(f"probability of {name!r} is {value}, outside [0, 1]")
         total = sum(self.probabilities.values())
-        if abs(total - 1.0) > 0.02:
+        if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
             raise EventError(f"probabilities sum to {total:.4f}, not 1")
         if self.label not in self.probabilities:
             raise EventError(f"label {self.label!r} is not one of the probabilities' labels")
@@ -115,14 +208,61 @@ class ClassificationEvent:
             raise EventError(f"swarm_score {self.swarm_score} is outside [0, 1]")
         if not math.isfinite(self.window_seconds) or self.window_seconds <= 0:
             raise EventError("window_seconds must be positive")
+        if self.window_seconds > MAX_WINDOW_SECONDS:
+            raise EventError(f"window_seconds {self.window_seconds} is longer than an hour")
         if not math.isfinite(self.level_dbfs):
             raise EventError("level_dbfs must be finite")
 
 
-def make_batch(*, device_id: str, events: list[ClassificationEvent], batch_id: str) -> dict[str, Any]:
+# -- the batch -----------------------------------------------------------------------------------------------
+def batch_id_of(event_ids: Sequence[str]) -> str:
+    """Deterministic from the content: a retried batch keeps its id."""
+    return hashlib.sha256("\n".join(event_ids).encode()).hexdigest()[:32]
+
+
+def batch_body(
+    *, device_id: str, events: Sequence[Mapping[str, Any]], batch_id: str | None = None
+) -> dict[str, Any]:
+    """A ``beeaudio.batch/1`` from events already in their JSON form (the device's outbox keeps them so)."""
     return {
         "schema": BATCH_SCHEMA,
-        "batch_id": batch_id,
+        "batch_id": batch_id or batch_id_of([str(e["event_id"]) for e in events]),
         "device_id": device_id,
-        "events": [event.to_json() for event in events],
+        "events": list(events),
     }
+
+
+def make_batch(
+    *, device_id: str, events: Sequence[ClassificationEvent], batch_id: str | None = None
+) -> dict[str, Any]:
+    return batch_body(device_id=device_id, events=[event.to_json() for event in events], batch_id=batch_id)
+
+
+# -- the heartbeat -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Heartbeat:
+    """A device's health, sent every ``heartbeat_interval_s``: backlog, outbox, dropped readings, model, disk.
+
+    ``stage_ms`` is the mean time per window of each analysis stage (decode, features, inference)."""
+
+    sent_at: datetime
+    uptime_s: float
+    backlog_files: int = 0
+    outbox_depth: int = 0
+    dropped_events: int = 0
+    model_name: str | None = None
+    model_version: str | None = None
+    disk_free_bytes: int = 0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["sent_at"] = utc_iso(self.sent_at)
+        return {"schema": HEARTBEAT_SCHEMA, **data}
+
+
+#: Field names of a heartbeat on the wire (the collector's model must accept exactly these, plus extras).
+HEARTBEAT_FIELDS = ("schema", *(f.name for f in fields(Heartbeat)))
+#: Field names of an event on the wire.
+EVENT_FIELDS = tuple(f.name for f in fields(ClassificationEvent))
+ID_RE = re.compile(ID_PATTERN)

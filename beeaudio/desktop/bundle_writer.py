@@ -10,8 +10,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -33,8 +31,8 @@ from beeaudio.core.bundle import (
     default_selftest_atol,
     sha256_hex,
 )
-from beeaudio.core.fsio import json_default
-from beeaudio.core.inference import ModelRunner, standardize
+from beeaudio.core.fsio import atomic_path, json_default
+from beeaudio.core.inference import Classifier, ModelRunner, standardize
 
 log = logging.getLogger(__name__)
 
@@ -144,26 +142,14 @@ def write_bundle(
         MODEL_MEMBER: model_bytes,
         SELFTEST_MEMBER: _selftest_bytes(selftest),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, data in members.items():
-                    archive.writestr(name, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; a bundle is not a secret and the device service may run as another user.
-        os.chmod(tmp, 0o644)
+    # 0644: a bundle is not a secret and the device service may run as another user. Durable: an export
+    # that returned has its bundle on disk.
+    with atomic_path(path, mode=0o644, durable=True, suffix=".tmp") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
         if verify:
-            from beeaudio.core.inference import Classifier
-
             Classifier.load(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("wrote bundle %s (%s %s, %d bytes of model)", path, manifest.model_name, manifest.quantization,
              len(model_bytes))  # fmt: skip
     return path

@@ -7,7 +7,6 @@ decodes (:mod:`beeaudio.core.audio`), so this lives on the desktop side.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -17,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from beeaudio.core.audio import load, resample
+from beeaudio.core.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,7 @@ def encode_mp3(*, audio: np.ndarray, sample_rate: int, path: Path, bitrate_kbps:
     if rate != sample_rate:
         signal = resample(signal, orig_rate=sample_rate, target_rate=rate)
     signal = np.clip(signal, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp_name:
         if shutil.which("ffmpeg") and _pydub_available():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # pydub imports audioop (3.11/3.12)
@@ -81,10 +78,6 @@ def encode_mp3(*, audio: np.ndarray, sample_rate: int, path: Path, bitrate_kbps:
                 bitrate_mode="CONSTANT",
                 compression_level=_soundfile_compression(rate, bitrate_kbps),
             )
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -39,7 +39,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from beeaudio.core.audio import AudioError
 from beeaudio.core.audio import load as load_audio
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.features import FeatureConfig, window_features, window_starts
+from beeaudio.core.fsio import atomic_path, file_sha256
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -398,14 +398,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BEEAUDIO_CACHE", Path.home() / ".cache" / "beeaudio")) / "features"
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_key(
     content_sha: str, config: FeatureConfig, transform_key: str, start_s: float, end_s: float | None
 ) -> str:
@@ -441,15 +433,8 @@ def _read_cache(path: Path, config: FeatureConfig) -> tuple[np.ndarray, np.ndarr
 
 def _write_cache(path: Path, features: np.ndarray, starts: np.ndarray) -> None:
     """Atomic: a crash or a parallel run never leaves a half-written entry under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, features=features, starts=starts)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, features=features, starts=starts)
 
 
 def _segment(audio: np.ndarray, sample_rate: int, start_s: float, end_s: float | None) -> np.ndarray:
@@ -516,7 +501,7 @@ def build_windows(
             t0 = time.perf_counter()
             try:
                 if path not in hashes:
-                    hashes[path] = _file_sha256(path)
+                    hashes[path] = file_sha256(path)
             except OSError as error:
                 failed[path] = str(error)
                 skipped += 1

@@ -43,8 +43,6 @@ import csv
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -759,17 +757,6 @@ def render_recording(
 
 
 # -- dataset ---------------------------------------------------------------------------------------------
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -> Path:
     """Write a SYNTHETIC dataset: ``<hive>/<label>_<n>.wav`` (16-bit PCM), ``manifest.csv`` and
     ``README.txt`` (which says the data are synthetic). Returns the manifest's path.
@@ -781,6 +768,7 @@ def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -
     from tqdm.auto import tqdm
 
     from beeaudio.core.audio import write_wav
+    from beeaudio.core.fsio import write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -823,7 +811,7 @@ def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -
     writer.writeheader()
     writer.writerows(rows)
     manifest = out / "manifest.csv"
-    _write_text_atomic(manifest, buffer.getvalue())
-    _write_text_atomic(out / "README.txt", _README.format(config=config, columns=",".join(MANIFEST_COLUMNS)))
+    write_text_atomic(manifest, buffer.getvalue())
+    write_text_atomic(out / "README.txt", _README.format(config=config, columns=",".join(MANIFEST_COLUMNS)))
     log.info("wrote %d synthetic recordings (%s) to %s", len(rows), config, out)
     return manifest

@@ -4,6 +4,7 @@ beeaudio.collector.migrate)."""
 from __future__ import annotations
 
 from alembic import context
+
 from beeaudio.collector.db import metadata
 
 config = context.config

@@ -9,11 +9,12 @@ from datetime import timedelta
 import httpx
 import pytest
 import sqlalchemy as sa
-from beeaudio.collector.alerts import DELIVERED, FAILED, PENDING, WebhookPolicy, WebhookWorker
-from beeaudio.collector.app import create_app
-from beeaudio.collector.db import webhook_deliveries
 from fastapi.testclient import TestClient
 
+from beeaudio.collector.app import create_app
+from beeaudio.collector.db import webhook_deliveries
+from beeaudio.collector.store.alerts import DELIVERED, FAILED, PENDING
+from beeaudio.collector.webhooks import WebhookPolicy, WebhookWorker
 from tests.fixtures.collector import T0, Clock, make_settings, timeline
 
 GOOD, BAD = "http://hooks.example/good", "http://hooks.example/bad"

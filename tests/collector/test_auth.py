@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+
 from beeaudio.collector.app import create_app
 from beeaudio.collector.settings import Settings, SettingsError, resolve_admin_token
-
 from beeaudio.core.wire import make_batch
 from tests.fixtures.collector import ADMIN, READER, T0, bearer, timeline
 
@@ -132,10 +132,13 @@ def test_local_mode_generates_and_keeps_a_token(tmp_path) -> None:
     assert again == token and not generated_again
 
 
-def test_serve_refuses_to_start_without_a_secret(tmp_path, monkeypatch, caplog) -> None:
+def test_serve_refuses_to_start_without_a_secret(tmp_path, monkeypatch, capsys) -> None:
     from beeaudio.cli import main
+    from beeaudio.core.errors import EXIT_USAGE
 
     monkeypatch.delenv("BEEAUDIO_ADMIN_TOKEN", raising=False)
     monkeypatch.delenv("BEEAUDIO_MODE", raising=False)
-    assert main(["collector", "serve", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--port", "1"]) == 1
-    assert "BEEAUDIO_ADMIN_TOKEN" in caplog.text
+    capsys.readouterr()
+    assert main(["collector", "serve", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--port", "1"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("beeaudio collector serve: error: BEEAUDIO_ADMIN_TOKEN"), err

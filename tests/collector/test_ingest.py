@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from beeaudio.collector.db import make_engine, metadata
 
+from beeaudio.collector.db import make_engine, metadata
 from beeaudio.core.wire import make_batch
 from tests.fixtures.collector import ADMIN, T0, bearer, timeline
 
@@ -192,6 +192,7 @@ def test_events_are_paginated_newest_first(collector, hive) -> None:
 def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
+
     from beeaudio.collector import migrate
 
     engine = make_engine(db_url)
@@ -206,7 +207,8 @@ def test_concurrent_batches_of_one_hive_add_up(collector) -> None:
     """Two devices of one hive sending at once (threads, real database): nothing lost, state as if serial."""
     import threading
 
-    from beeaudio.collector.ingest import DeviceIdentity, store_batch
+    from beeaudio.collector.store.devices import DeviceIdentity
+    from beeaudio.collector.store.ingest import store_batch
 
     context = collector.app.state.context
     start = T0 - timedelta(minutes=20)

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from beeaudio.collector.hive_state import sweep_offline
-from beeaudio.collector.state import INITIAL, NORMAL, SWARM, UNKNOWN, ParamsError, StateParams, next_step
 
+from beeaudio.collector.state import INITIAL, NORMAL, SWARM, UNKNOWN, ParamsError, StateParams, next_step
+from beeaudio.collector.store.hive_state import sweep_offline
 from tests.fixtures.collector import ADMIN, T0, timeline
 
 

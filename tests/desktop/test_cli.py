@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from beeaudio.core.console import MissingExtraError, require_extra
+from beeaudio.core.errors import EXIT_FAILURE, EXIT_USAGE
 from tests.fixtures.bundles import TINY_MAX_INT8_DROP, TINY_MIN_AGREEMENT
 
 pytestmark = pytest.mark.slow
@@ -39,8 +41,10 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
     return result
 
 
-def one_clear_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+def one_clear_error(
+    result: subprocess.CompletedProcess[str], *needles: str, code: int = EXIT_FAILURE
+) -> None:
+    assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert errors, result.stderr
@@ -111,7 +115,7 @@ def test_pipeline_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(8))
     result = beeaudio("classify", "--model", bundle, *wavs, corrupt, "--json")
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == EXIT_FAILURE, result.stderr
     payload = json.loads(result.stdout)
     assert [Path(f["path"]) for f in payload["files"]] == wavs
     for f in payload["files"]:
@@ -139,7 +143,7 @@ def test_pipeline_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     )
 
 
-def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+def test_errors_are_one_line_with_the_documented_exit_codes(tmp_path: Path) -> None:
     not_a_bundle = tmp_path / "broken.beemodel"
     not_a_bundle.write_bytes(b"this is not a zip")
     one_clear_error(beeaudio("info", not_a_bundle), "not a model bundle")
@@ -152,3 +156,21 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     one_clear_error(beeaudio("train", "--data", empty, "--out", tmp_path / "run", "--no-cache"), str(empty))
+    # Options that cannot work are usage errors (2), whether argparse or the library refuses them.
+    one_clear_error(beeaudio("train", "--data", empty, "--out", tmp_path / "run", "--model", "rnn"), code=2)
+    one_clear_error(
+        beeaudio("train", "--data", empty, "--out", tmp_path / "run", "--test-fraction", "2"),
+        "test_fraction",
+        code=EXIT_USAGE,
+    )
+    one_clear_error(beeaudio("classify", "--model", not_a_bundle, tmp_path / "nowhere"), "nowhere")
+    help_text = ok(beeaudio("--help")).stdout
+    assert "exit codes:" in help_text and "130" in help_text
+
+
+def test_a_missing_extra_is_named_before_any_work() -> None:
+    with pytest.raises(MissingExtraError, match=r'pip install "beeaudio\[train\]"') as caught:
+        require_extra(extra="train", modules=("json", "no_such_module_for_beeaudio"), command="train")
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "no_such_module_for_beeaudio" in str(caught.value) and "json," not in str(caught.value)
+    require_extra(extra="train", modules=("json",), command="train")  # present: nothing happens

@@ -318,7 +318,7 @@ def test_synthetic_states_need_the_whole_pattern_not_one_band() -> None:
     from sklearn.preprocessing import StandardScaler
 
     from beeaudio.desktop import synth
-    from tests.desktop.test_synth import band_levels, best_band_rule, synthetic_features
+    from beeaudio.desktop.separability import band_levels, best_band_rule, synthetic_features
 
     x, bands, y, hives = synthetic_features(seed=11, hives=10, recordings=1, seconds=10.0)
     test = np.isin(hives, [0, 1, 2])

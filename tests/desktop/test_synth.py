@@ -1,30 +1,20 @@
 """The synthetic hive generator (beeaudio.desktop.synth): determinism, files, acoustics and separability.
 
-Run as a module for the full separability benchmark quoted in data/README.md (about two minutes):
-``python -m tests.desktop.test_synth --seeds 1 2`` (renders the default SynthConfig in memory, computes the
-default features, then: a StandardScaler + MLP and a logistic regression on hive-grouped splits, the
-best single mel-band level threshold learnt on the training hives, and the same on a random split).
+The full separability benchmark quoted in data/README.md is ``python bench/separability.py --seeds 1 2``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from beeaudio.core.audio import resample
 from beeaudio.core.features import (
     FeatureConfig,
     level_dbfs,
-    mel_filterbank,
-    window_features,
-    window_start_samples,
 )
 from beeaudio.desktop import synth
 from beeaudio.desktop.synth import (
@@ -37,60 +27,6 @@ from beeaudio.desktop.synth import (
 )
 
 CONFIG = FeatureConfig()
-
-
-# -- helpers shared with tests/test_data.py and the benchmark ------------------------------------------
-def band_levels(audio: np.ndarray, config: FeatureConfig = CONFIG) -> np.ndarray:
-    """Mean mel-band power (dB) of every analysis window: (n_windows, n_mels)."""
-    fb = mel_filterbank(config=config)
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(config.n_fft) / config.n_fft)
-    out = []
-    for s in window_start_samples(n_samples=audio.size, config=config):
-        seg = audio[s : s + config.window_samples]
-        frames = np.lib.stride_tricks.sliding_window_view(seg, config.n_fft)[:: config.hop_length]
-        power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-        out.append(10 * np.log10(np.maximum((power @ fb.T).mean(axis=0), 1e-12)))
-    return np.array(out)
-
-
-def best_band_rule(bands: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """The single (band, threshold, direction) rule with the best training accuracy (binary labels)."""
-    best = (-1.0, 0, 0.0, 1)
-    for b in range(bands.shape[1]):
-        for threshold in np.quantile(bands[:, b], np.linspace(0.01, 0.99, 99)):
-            for sign in (1, -1):
-                accuracy = float(np.mean(((sign * (bands[:, b] - threshold)) > 0) == labels))
-                if accuracy > best[0]:
-                    best = (accuracy, b, float(threshold), sign)
-    _, band, threshold, sign = best
-    return lambda x: ((sign * (x[:, band] - threshold)) > 0).astype(int)
-
-
-def synthetic_features(
-    *, seed: int, hives: int, recordings: int, seconds: float, classes: tuple[str, ...] = ("normal", "swarm")
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(MFCC-stats features, mel-band levels, labels, hive index) of a synthetic set rendered in memory
-    exactly as generate_dataset renders it (16 kHz, 16-bit quantised, resampled to the model rate)."""
-    xs, bs, ys, hs = [], [], [], []
-    for h in range(1, hives + 1):
-        for li, label in enumerate(classes):
-            for r in range(1, recordings + 1):
-                audio = render_recording(
-                    hive_seed=hive_seed(seed=seed, index=h),
-                    label=label,
-                    seconds=seconds,
-                    sample_rate=16000,
-                    seed=synth._derive(seed, "recording", h, label, r),
-                )
-                audio = resample(
-                    np.round(audio * 32767) / 32767, orig_rate=16000, target_rate=CONFIG.sample_rate
-                )
-                feats = window_features(audio=audio, config=CONFIG)
-                xs.append(feats)
-                bs.append(band_levels(audio))
-                ys += [li] * len(feats)
-                hs += [h - 1] * len(feats)
-    return np.concatenate(xs), np.concatenate(bs), np.array(ys), np.array(hs)
 
 
 # -- configuration and determinism -------------------------------------------------------------------------
@@ -254,65 +190,3 @@ def test_generate_dataset_writes_wavs_manifest_and_readme(tmp_path: Path) -> Non
     a, _ = sf.read(tmp_path / "hive02" / "swarm_2.wav")
     b, _ = sf.read(bigger.parent / "hive02" / "swarm_2.wav")
     np.testing.assert_array_equal(a, b)
-
-
-# -- the separability benchmark (python -m tests.desktop.test_synth)
-# -------------------------------------------
-def separability(*, seed: int, splits: int = 5) -> dict[str, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    c = SynthConfig(seed=seed)
-    started = time.perf_counter()
-    x, bands, y, hives = synthetic_features(
-        seed=seed, hives=c.hives, recordings=c.recordings_per_class, seconds=c.seconds, classes=c.classes
-    )
-    render_s = time.perf_counter() - started
-
-    def mlp():
-        return make_pipeline(
-            StandardScaler(), MLPClassifier((64, 64), alpha=1e-3, max_iter=400, random_state=0)
-        )
-
-    results: dict[str, list[float]] = {"mlp": [], "logreg": [], "one_band": [], "one_band_train": []}
-    for train, test in GroupShuffleSplit(n_splits=splits, test_size=0.25, random_state=0).split(x, y, hives):
-        results["mlp"].append(mlp().fit(x[train], y[train]).score(x[test], y[test]))
-        lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[train], y[train])
-        results["logreg"].append(lr.score(x[test], y[test]))
-        rule = best_band_rule(bands[train], y[train])
-        results["one_band"].append(float(np.mean(rule(bands[test]) == y[test])))
-        results["one_band_train"].append(float(np.mean(rule(bands[train]) == y[train])))
-    train, test = train_test_split(np.arange(y.size), test_size=0.25, random_state=0)
-    random_mlp = mlp().fit(x[train], y[train]).score(x[test], y[test])
-    rule = best_band_rule(bands[train], y[train])
-    out = {f"grouped_{k}_mean": float(np.mean(v)) for k, v in results.items()}
-    out |= {f"grouped_{k}_min": float(np.min(v)) for k, v in results.items()}
-    out |= {"random_mlp": float(random_mlp), "random_one_band": float(np.mean(rule(bands[test]) == y[test]))}
-    out |= {"windows": float(y.size), "render_and_features_s": render_s}
-    return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--splits", type=int, default=5)
-    args = parser.parse_args()
-    for seed in args.seeds:
-        r = separability(seed=seed, splits=args.splits)
-        pct = {k: f"{100 * v:.1f}" for k, v in r.items()}
-        print(
-            f"seed {seed}: {int(r['windows'])} windows | grouped ({args.splits} splits, 3 hives held out):"
-            f" MLP {pct['grouped_mlp_mean']} % (min {pct['grouped_mlp_min']}),"
-            f" logistic regression {pct['grouped_logreg_mean']} % (min {pct['grouped_logreg_min']}),"
-            f" one-band rule {pct['grouped_one_band_mean']} % (min {pct['grouped_one_band_min']};"
-            f" {pct['grouped_one_band_train_mean']} % on its training hives) |"
-            f" random split: MLP {pct['random_mlp']} %, one-band {pct['random_one_band']} %"
-            f" | render+features {r['render_and_features_s']:.0f} s"
-        )
-
-
-if __name__ == "__main__":
-    main()

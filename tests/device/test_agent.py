@@ -11,20 +11,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from beeaudio.core.audio import iter_windows
+from beeaudio.core.bundle import read_bundle
 from beeaudio.device.agent import Agent, Identity, analyse_file
 from beeaudio.device.config import load_config
 from beeaudio.device.modelstore import ModelStore
 from beeaudio.device.outbox import Outbox
 from beeaudio.device.sources import source_id_of
-
-from beeaudio.core.audio import iter_windows
-from beeaudio.core.bundle import read_bundle
 from tests.fixtures.device import (
     REPO_ROOT,
     cli,
     event_ids_in,
     fake_collector,
-    resolve_bundle,
     run_cli,
     wait_for,
     write_config,
@@ -32,16 +31,6 @@ from tests.fixtures.device import (
 )
 
 START = datetime(2026, 4, 1, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="session")
-def bundle(request):
-    return resolve_bundle(request, kind="int8")
-
-
-@pytest.fixture(scope="session")
-def bundle_f32(request):
-    return resolve_bundle(request, kind="float32")
 
 
 @pytest.fixture

@@ -15,12 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.fixtures.device import event_ids_in, resolve_bundle, run_cli, write_recordings
-
-
-@pytest.fixture(scope="session")
-def bundle(request):
-    return resolve_bundle(request, kind="int8")
+from tests.fixtures.device import event_ids_in, run_cli, write_recordings
 
 
 @pytest.fixture(params=["BEEAUDIO_EDGE_PYTHON", "BEEAUDIO_TFLITE214_PYTHON"])

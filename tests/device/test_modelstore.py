@@ -10,22 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from beeaudio.device.client import CollectorClient
-from beeaudio.device.modelstore import ModelStore, ModelStoreError, check_servable, file_sha256
-from beeaudio.device.uplink import check_model_update
 
 from beeaudio.core.bundle import read_bundle
-from tests.fixtures.device import FakeCollector, fake_collector, resolve_bundle, run_cli
-
-
-@pytest.fixture(scope="session")
-def bundle(request):
-    return resolve_bundle(request, kind="int8")
-
-
-@pytest.fixture(scope="session")
-def bundle_f32(request):
-    return resolve_bundle(request, kind="float32")
+from beeaudio.core.fsio import file_sha256
+from beeaudio.device.client import CollectorClient
+from beeaudio.device.modelstore import ModelStore, ModelStoreError, check_servable
+from beeaudio.device.uplink import check_model_update
+from tests.fixtures.device import FakeCollector, fake_collector, run_cli
 
 
 def rewrite_bundle(source: Path, target: Path, **replace: bytes) -> Path:

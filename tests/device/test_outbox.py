@@ -6,11 +6,12 @@ import random
 import sqlite3
 
 import pytest
+
+from beeaudio.collector.launch import free_port
 from beeaudio.device.client import CollectorClient
 from beeaudio.device.outbox import Outbox
 from beeaudio.device.uplink import Backoff, Uplink, Uploader
-
-from tests.fixtures.device import FakeCollector, fake_collector, free_port, make_events, wait_for
+from tests.fixtures.device import FakeCollector, fake_collector, make_events, wait_for
 
 
 def test_commit_is_durable_and_journals_the_file(tmp_path):

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from beeaudio.device import sources
 from beeaudio.device.config import ConfigError, DeviceConfig, config_from_dict, load_config
-
 from tests.fixtures.device import REPO_ROOT, wait_for, write_config
 
 EXAMPLE = REPO_ROOT / "device" / "device.example.toml"

@@ -5,11 +5,6 @@ acknowledged event."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,16 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from beeaudio.collector.launch import RunningCollector, start_collector
 from beeaudio.core.wire import make_batch
 from tests.fixtures.collector import ADMIN, ADMIN_TOKEN, timeline
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -38,62 +28,6 @@ def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
     capsys.readouterr()
     assert main(["-q", "collector", *args]) == 0
     return capsys.readouterr().out
-
-
-class Server:
-    def __init__(self, *, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "beeaudio.cli",
-                "collector",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"collector did not start:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class Receiver:
@@ -131,14 +65,13 @@ def test_real_server_survives_sigkill_after_acknowledging(
 ) -> None:
     receiver = Receiver()
     env = {
-        **os.environ,
         "BEEAUDIO_DATABASE_URL": db_url,
         "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
         "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
         "BEEAUDIO_WEBHOOKS": receiver.url,
         "BEEAUDIO_MODE": "production",
+        "BEEAUDIO_READ_TOKEN": "",  # no read token, whatever the environment says
     }
-    env.pop("BEEAUDIO_READ_TOKEN", None)
     hive = cli(
         "add-hive", "--db", db_url, "--name", "Apiary North / Hive 3", "--hive-id", "north-3", capsys=capsys
     )
@@ -147,9 +80,14 @@ def test_real_server_survives_sigkill_after_acknowledging(
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
     device = {"Authorization": f"Bearer {token}"}
 
-    server = Server(env=env, log=tmp_path / "server.log")
+    log_path = tmp_path / "server.log"
+
+    def start(port: int | None = None) -> RunningCollector:
+        return start_collector(log_path=log_path, port=port, env=env, extra_args=["--log-level", "warning"])
+
+    server: RunningCollector | None = None
     try:
-        server.start()
+        server = start()
         now = datetime.now(UTC).replace(microsecond=0)
         events = timeline(
             hive_id="north-3",
@@ -167,7 +105,7 @@ def test_real_server_survives_sigkill_after_acknowledging(
         # Killed the moment the last 2xx is in: no shutdown, no flush.
         server.kill()
 
-        server.start()
+        server = start(port=server.port)
         with httpx.Client(base_url=server.url, timeout=10) as client:
             ids: set[str] = set()
             cursor = None
@@ -190,5 +128,6 @@ def test_real_server_survives_sigkill_after_acknowledging(
                 time.sleep(0.2)
             assert [a["kind"] for a in receiver.received] == ["swarm_started"]
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         receiver.close()

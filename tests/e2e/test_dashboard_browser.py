@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's Chromium (headless) driven by Playwright, on a real collector.
 
-The collector serves the database the demo filled (``tests.e2e.test_demo.shared_demo``: three hives, one of
+The collector serves the database the demo filled (``tests.fixtures.demo.shared_demo``: three hives, one of
 them swarming), exactly as ``beeaudio demo --serve`` would. The test reads the page as a beekeeper would
 (every hive, the swarming one marked, a timeline per hive, the alert), checks that it updates without a
 reload and keeps its token, and saves a screenshot (``BEEAUDIO_SCREENSHOT_DIR`` to keep it).
@@ -11,11 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
-from tests.e2e.test_demo import DEMO_TIMEOUT_S, shared_demo
+from beeaudio.collector.launch import start_collector
+from beeaudio.core.wire import HIVES_PATH
+from beeaudio.device.client import CollectorClient
+from tests.conftest import chromium_path, require
+from tests.fixtures.demo import DEMO_TIMEOUT_S, shared_demo
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = chromium_path()
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -47,72 +45,36 @@ class Served:
     result: dict[str, Any]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _admin_post(served: Served, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        served.url + path,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {served.admin_token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    response = CollectorClient(base_url=served.url, token=served.admin_token).request("POST", path, body=body)
+    assert 200 <= response.status < 300, response.detail()
+    return response.json()
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A collector (uvicorn on loopback) over the demo's SQLite database, with the demo's tokens."""
-    require(CHROMIUM.is_file(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    require(
+        CHROMIUM is not None and CHROMIUM.is_file(),
+        "Chromium is not installed (apt-get install chromium, or set BEEAUDIO_CHROMIUM)",
+    )
     out = shared_demo(tmp_path_factory)
     run = out / "run"
     tokens = json.loads((run / "tokens.json").read_text())
     result = json.loads((out / "demo-result.json").read_text())
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BEEAUDIO_ADMIN_TOKEN": tokens["admin_token"],
-        "BEEAUDIO_READ_TOKEN": tokens["read_token"],
-    }
-    log_path = tmp_path_factory.mktemp("dashboard-collector") / "collector.log"
-    command = [
-        sys.executable,
-        "-P",
-        "-m",
-        "beeaudio.cli",
-        "collector",
-        "serve",
-        "--db",
-        f"sqlite:///{run / 'collector.db'}",
-    ]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--local"]
-    with log_path.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"collector exited:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(url + "/api/v1/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"collector not healthy:\n{log_path.read_text()}"
-                time.sleep(0.2)
+    env = {"BEEAUDIO_ADMIN_TOKEN": tokens["admin_token"], "BEEAUDIO_READ_TOKEN": tokens["read_token"]}
+    with start_collector(
+        log_path=tmp_path_factory.mktemp("dashboard-collector") / "collector.log",
+        db_url=f"sqlite:///{run / 'collector.db'}",
+        env=env,
+        extra_args=["--local"],
+    ) as collector:
         yield Served(
-            url=url, admin_token=tokens["admin_token"], read_token=tokens["read_token"], result=result
+            url=collector.url,
+            admin_token=tokens["admin_token"],
+            read_token=tokens["read_token"],
+            result=result,
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _save_screenshot(page: Any, *, tmp_path: Path, name: str) -> Path:
@@ -178,7 +140,7 @@ def test_dashboard_shows_every_hive_and_marks_the_swarm(served: Served, tmp_path
             assert screenshot.stat().st_size > 20_000
 
             # Updates without a reload: a hive registered now appears at the next poll.
-            _admin_post(served, "/api/v1/hives", {"name": "Late hive", "hive_id": "late-hive"})
+            _admin_post(served, HIVES_PATH, {"name": "Late hive", "hive_id": "late-hive"})
             late = page.locator('.hive[data-hive-id="late-hive"]')
             expect(late).to_be_visible(timeout=15_000)
             expect(late.locator(".badge")).to_have_text("Unknown")

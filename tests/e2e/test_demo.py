@@ -1,62 +1,24 @@
 """``beeaudio demo`` end to end: synthetic apiary → model → collector → device agents → hive states.
 
 The demo runs as a user runs it (a subprocess of the ``beeaudio`` CLI), once per test session (the browser
-test reuses that run's collector database through :func:`shared_demo`), and then a second time in the same
-folder to show a rerun needs no cleanup and reuses the cached model.
+test reuses that run's collector database: :func:`tests.fixtures.demo.shared_demo`), and then a second time
+in the same folder to show a rerun needs no cleanup and reuses the cached model.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-#: Small but complete: three hives (one swarms), three hours of duty-cycled recordings.
-DEMO_ARGS = ("--hives", "3", "--swarming", "1", "--hours", "3", "--seed", "2")
-DEMO_TIMEOUT_S = 300
-
-
-def run_demo_cli(out: Path, *extra: str, timeout: float = DEMO_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-P",
-        "-m",
-        "beeaudio.cli",
-        "demo",
-        "--out",
-        str(out),
-        "--no-progress",
-        *DEMO_ARGS,
-        *extra,
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-
-
-def shared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's folder after one complete run, made once per session (first caller pays)."""
-    out = tmp_path_factory.getbasetemp() / "shared-demo"
-    marker = out / "first-run.json"
-    if not marker.is_file():
-        completed = run_demo_cli(out)
-        assert completed.returncode == 0, f"demo failed:\n{completed.stdout}\n{completed.stderr}"
-        result = json.loads((out / "demo-result.json").read_text())
-        marker.write_text(
-            json.dumps({"stdout": completed.stdout, "stderr": completed.stderr, "result": result})
-        )
-    return out
-
-
-def first_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return json.loads((shared_demo(tmp_path_factory) / "first-run.json").read_text())
+from beeaudio.core.errors import EXIT_USAGE
+from tests.fixtures.demo import DEMO_TIMEOUT_S, first_run, run_demo_cli, shared_demo
 
 
 @pytest.mark.slow
@@ -191,5 +153,24 @@ def test_bad_settings_are_refused_with_a_reason(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert completed.returncode == 1
-    assert "swarming" in completed.stderr
+    assert completed.returncode == EXIT_USAGE  # an option that cannot work: beeaudio --help's exit codes
+    assert "swarming" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_a_device_configuration_is_private_and_loads_as_written(tmp_path: Path) -> None:
+    from beeaudio.desktop.demo import ApiaryPlan, plan_hives
+    from beeaudio.desktop.demo.devices import prepare_device
+    from beeaudio.device.config import load_config
+
+    hive = plan_hives(plan=ApiaryPlan(hives=1))[0]
+    job = prepare_device(run=tmp_path, hive=hive, token='tok"en\\', api_url="http://127.0.0.1:8123")
+
+    assert job.config.stat().st_mode & 0o777 == 0o600  # it holds the device token
+    assert job.config.read_text(encoding="utf-8").startswith("# Written by `beeaudio demo`")
+    config = load_config(job.config)
+    assert (config.device.device_id, config.device.hive_id) == (hive.device_id, hive.hive_id)
+    assert config.token() == 'tok"en\\' and config.collector.url == "http://127.0.0.1:8123"
+    assert config.source.kind == "spool" and config.source.after == "archive"
+    assert config.spool_dir == tmp_path / "spool" / hive.hive_id
+    assert config.state_dir == tmp_path / "devices" / hive.hive_id
+    assert config.collector.ota_poll_interval_s == 0.0 and config.source.settle_seconds == 0.0

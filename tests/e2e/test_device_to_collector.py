@@ -16,27 +16,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from beeaudio.device.agent import Identity, analyse_file
-from beeaudio.device.sources import source_id_of
 
+from beeaudio.collector.launch import RunningCollector, free_port, start_collector
 from beeaudio.core.bundle import read_bundle
 from beeaudio.core.inference import Classifier
-from tests.fixtures.device import REPO_ROOT, cli, free_port, resolve_bundle, run_cli, wait_for, write_config
+from beeaudio.device.agent import Identity, analyse_file
+from beeaudio.device.sources import source_id_of
+from tests.fixtures.device import REPO_ROOT, cli, run_cli, wait_for, write_config
 from tests.fixtures.device import write_recordings as write_spool
 
 pytestmark = pytest.mark.slow
 
 HIVE, DEVICE = "hive-e2e", "dev-e2e"
-
-
-@pytest.fixture(scope="session")
-def bundle(request):
-    return resolve_bundle(request, kind="int8")
-
-
-@pytest.fixture(scope="session")
-def bundle_f32(request):
-    return resolve_bundle(request, kind="float32")
 
 
 class Collector:
@@ -47,40 +38,22 @@ class Collector:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = "adm-" + secrets.token_hex(16)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.running: RunningCollector | None = None
         self.log = folder / "collector.log"
 
     def start(self) -> None:
-        env = dict(os.environ, BEEAUDIO_ADMIN_TOKEN=self.admin)
-        db = f"sqlite:///{self.folder / 'collector.db'}"
-        with self.log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                cli("collector", "serve", "--local", "--db", db, "--port", str(self.port)),
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        if not wait_for(self.healthy, timeout=60, interval=0.2):
-            self.stop()
-            raise AssertionError(f"collector did not start:\n{self.log.read_text()[-3000:]}")
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v1/health", timeout=2) as answer:
-                return json.loads(answer.read()).get("status") == "ok"
-        except OSError:
-            return False
+        self.running = start_collector(
+            log_path=self.log,
+            db_url=f"sqlite:///{self.folder / 'collector.db'}",
+            port=self.port,
+            env={"BEEAUDIO_ADMIN_TOKEN": self.admin},
+            extra_args=["--local"],
+        )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        if self.running is not None:
+            self.running.stop(timeout_s=20)
+        self.running = None
 
     def call(self, method: str, path: str, body: object = None, *, raw: bytes | None = None) -> object:
         data = raw if raw is not None else json.dumps(body).encode() if body is not None else None

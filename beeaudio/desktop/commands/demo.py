@@ -8,6 +8,19 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+from beeaudio.core.console import exit_code_of, guarded, require_extra
+
+if TYPE_CHECKING:
+    from beeaudio.desktop.demo.report import DemoResult
+
+#: The logger the demo narrates its steps on (its modules log on children of it).
+DEMO_LOGGER = "beeaudio.desktop.demo"
+
+
+#: The demo trains a model and runs the collector: the ``train`` and ``collector`` extras.
+DEMO_MODULES = ("tensorflow", "keras", "fastapi", "uvicorn", "sqlalchemy", "alembic")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,29 +51,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--port", type=int, default=None, help="collector port (default: 8000 with --serve, else any)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=_handle)
+    parser.set_defaults(func=guarded("demo", _handle))
 
 
 def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _print_ready(result: object) -> None:
-    from beeaudio.desktop.demo import format_status_table
+def _print_ready(result: DemoResult) -> None:
+    from beeaudio.desktop.demo.report import format_status_table
 
     print()
-    print(format_status_table(result))  # type: ignore[arg-type]
+    print(format_status_table(result))
     print()
-    print(f"Dashboard:  {result.dashboard_url}")  # type: ignore[attr-defined]
-    print(f"REST API:   {result.api_url}/docs   (admin token in {result.out}/run/tokens.json)")  # type: ignore[attr-defined]
+    print(f"Dashboard:  {result.dashboard_url}")
+    print(f"REST API:   {result.api_url}/docs   (admin token in {result.out}/run/tokens.json)")
     print("The collector keeps running; press Ctrl-C to stop it.", flush=True)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from beeaudio.desktop.demo import DemoError, format_status_table, run_demo
+    require_extra(extra="all", modules=DEMO_MODULES, command="demo")
+    # Imported here: `beeaudio --help` does not pay for the demo's imports.
+    from beeaudio.desktop.demo.errors import DemoError
+    from beeaudio.desktop.demo.report import format_status_table
+    from beeaudio.desktop.demo.run import run_demo
 
     # Progress lines read as a narrative, not as log records.
-    demo_log = logging.getLogger("beeaudio.desktop.demo")
+    demo_log = logging.getLogger(DEMO_LOGGER)
     if demo_log.getEffectiveLevel() <= logging.INFO:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -82,7 +99,7 @@ def _handle(args: argparse.Namespace) -> int:
         )
     except (DemoError, ValueError) as exc:
         print(f"beeaudio demo failed: {exc}", file=sys.stderr)
-        return 1
+        return exit_code_of(exc)
     except KeyboardInterrupt:
         print("\nstopped; the collector is down.")
         return 0

@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from beeaudio.core.console import guarded, require_extra
 from beeaudio.desktop.commands.options import add_cache_options, cache_dir, positive_int_list
+
+#: What the experiments import (the ``train`` extra), looked for before any audio is decoded.
+EXPERIMENT_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
@@ -54,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also retrain the wav and codec-aug DNNs with this many training seeds (same split) and "
         "report mean ± sd (default 1: no repeats)",
     )
-    codec.set_defaults(func=_codec)
+    codec.set_defaults(func=guarded("experiment codec", _codec))
 
     sweep = sub.add_parser(
         "sweep",
@@ -74,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--no-keep-runs", action="store_true", help="delete each cell's run folder (keep the bundles)"
     )
-    sweep.set_defaults(func=_sweep)
+    sweep.set_defaults(func=guarded("experiment sweep", _sweep))
 
     def _usage(_args: argparse.Namespace) -> int:
         parser.print_help()
@@ -84,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _codec(args: argparse.Namespace) -> int:
+    require_extra(extra="train", modules=EXPERIMENT_MODULES, command="experiment codec")
     from beeaudio.desktop.experiments.codec import CodecConfig, run_codec
 
     config = CodecConfig(
@@ -112,6 +117,7 @@ def _codec(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    require_extra(extra="train", modules=EXPERIMENT_MODULES, command="experiment sweep")
     from beeaudio.desktop.experiments.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(

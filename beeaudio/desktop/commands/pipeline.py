@@ -9,19 +9,17 @@ with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from beeaudio.core.console import guarded, pct, print_json, progress_enabled
+from beeaudio.core.bundle import QUANTIZATIONS
+from beeaudio.core.console import guarded, pct, print_json, progress_enabled, require_extra
 from beeaudio.desktop.commands.options import add_cache_options, cache_dir, positive_int_list
+from beeaudio.desktop.training import quiet_tensorflow
 
-EXIT_ERROR = 2
-
-Handler = Callable[[argparse.Namespace], int]
+#: What training and export import (the ``train`` extra), looked for before any audio is decoded.
+TRAIN_MODULES = ("tensorflow", "keras", "matplotlib")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,12 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
     _register_export(subparsers)
     _register_evaluate(subparsers)
-
-
-def _quiet_tensorflow() -> None:
-    # TensorFlow's start-up chatter (CPU features, oneDNN, "Assets written to") says nothing to a beekeeper.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -149,7 +141,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    require_extra(extra="train", modules=TRAIN_MODULES, command="train")
+    quiet_tensorflow()
     from beeaudio.core.features import FeatureConfig
     from beeaudio.desktop.training.train import REPRESENTATION, TrainConfig, train_run
 
@@ -217,14 +210,12 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a training run as a verified .beemodel bundle",
         description="Convert a run's Keras model to TF-Lite (int8 full-integer or float32, builtin ops), "
-        "check it against the Keras model on every held-out window (same label on >= 99 %%; int8 within "
+        "check it against the Keras model on every held-out window (same label on >= 99 %; int8 within "
         "1 point of float32 accuracy) and write the bundle with its manifest and self-test. Writes nothing "
         "if a check fails.",
     )
     p.add_argument("--run", type=Path, required=True, help="run folder written by 'beeaudio train'")
-    p.add_argument(
-        "--quantize", choices=("int8", "float32"), default="int8", help="model precision (default int8)"
-    )
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default="int8", help="model precision (default int8)")
     p.add_argument(
         "--out", type=Path, required=True, help="bundle file to write, e.g. models/hive-dnn.beemodel"
     )
@@ -249,7 +240,8 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    require_extra(extra="train", modules=TRAIN_MODULES, command="export")
+    quiet_tensorflow()
     from beeaudio.core.bundle import read_bundle
     from beeaudio.desktop.training.export import export_bundle
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from beeaudio.core.features import FeatureConfig
+from beeaudio.desktop import training
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,9 @@ def seed_everything(*, seed: int) -> None:
 
 
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter out of the experiment's output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """TensorFlow without its start-up chatter, and without oneDNN's kernels: they reorder float sums, and
+    an experiment compares conditions, so every run of it computes with the same kernels."""
+    training.quiet_tensorflow()
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 

@@ -14,6 +14,8 @@ Importing this package imports nothing heavy; TensorFlow loads with the submodul
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from typing import Any
 
 _EXPORTS = {
@@ -26,7 +28,14 @@ _EXPORTS = {
     "compute_metrics": "beeaudio.desktop.training.evaluate",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "quiet_tensorflow"])
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up chatter (CPU features, oneDNN, "Assets written to") out of a command's
+    output: it says nothing to a beekeeper. Call it before TensorFlow is first imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def __getattr__(name: str) -> Any:

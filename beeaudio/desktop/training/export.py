@@ -28,21 +28,21 @@ import numpy as np
 
 from beeaudio.core.bundle import (
     BUNDLE_FORMAT_VERSION,
+    QUANTIZATIONS,
     BundleError,
     BundleManifest,
-    QuantParams,
     SelfTest,
     default_selftest_atol,
 )
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.features import FeatureConfig
 from beeaudio.core.fsio import write_json
+from beeaudio.core.inference import ModelRunner
 from beeaudio.desktop.bundle_writer import write_bundle
 from beeaudio.desktop.training import train as training
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("int8", "float32")
 #: Share of held-out windows on which the exported model must give the Keras model's label.
 MIN_AGREEMENT = 0.99
 #: Largest accuracy an int8 model may lose against its float32 conversion (1 point).
@@ -94,31 +94,16 @@ def convert(*, model: Any, quantize: str, calibration: np.ndarray | None = None)
 def tflite_predict(
     *, model_bytes: bytes, features: np.ndarray, runtime: str | None = None
 ) -> tuple[np.ndarray, str]:
-    """Probabilities of a TF-Lite model for ``features`` (float32, quantised as the device does), one
-    window per invocation like :class:`beeaudio.core.inference.Classifier`; and the runtime's name."""
-    from beeaudio.core import inference
-
-    interpreter, name = inference.make_interpreter(model_bytes=model_bytes, runtime=runtime)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    in_quant, out_quant = _quant(inp), _quant(out)
-    in_dtype = np.dtype(inp["dtype"]).name
-    x = inference.quantize(values=np.asarray(features, dtype=np.float32), dtype=in_dtype, quant=in_quant)
-    if tuple(inp["shape"][1:]) != x.shape[1:]:
-        raise ExportError(f"the converted model takes {list(inp['shape'])}, the features are {list(x.shape)}")
-    if int(inp["shape"][0]) != 1:
-        interpreter.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
-        interpreter.allocate_tensors()
-    result = np.empty((len(x), int(out["shape"][-1])), dtype=np.float32)
-    for i in range(len(x)):
-        interpreter.set_tensor(inp["index"], x[i : i + 1])
-        interpreter.invoke()
-        result[i] = inference.dequantize(values=interpreter.get_tensor(out["index"])[0], quant=out_quant)
-    return result, name
-
-
-def _quant(detail: dict[str, Any]) -> QuantParams | None:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return QuantParams(scale=float(scale), zero_point=int(zero_point)) if scale else None
+    """Probabilities of a TF-Lite model for ``features`` (float32), computed by the device's own
+    :class:`beeaudio.core.inference.ModelRunner` (quantised, one window per call, as on a hive); and the
+    runtime's name."""
+    runner = ModelRunner(model_bytes=model_bytes, runtime=runtime)
+    x = np.asarray(features, dtype=np.float32)
+    if tuple(runner.input.shape[1:]) != x.shape[1:]:
+        raise ExportError(
+            f"the converted model takes {list(runner.input.shape)}, the features are {list(x.shape)}"
+        )
+    return runner.run(x), runner.runtime
 
 
 def _read_run(run: Path) -> dict[str, Any]:
@@ -245,13 +230,13 @@ def export_bundle(
     checks["keras_accuracy"] = float(np.mean(keras_pred == labels_true))
 
     pick = _selftest_indices(labels_true, SELFTEST_WINDOWS)
-    out_quant = _quant(_output_detail(model_bytes=model_bytes, runtime=runtime))
+    out_quant = ModelRunner(model_bytes=model_bytes, runtime=runtime).output.quant
     # Kernels differ between runtimes (XNNPACK vs tflite-runtime 2.14's reference int8 kernels moved an
     # output by 2 quantisation steps on the benchmark model): use the bundle's cross-runtime tolerance.
     atol = default_selftest_atol(quantization=quantize, output_quant=out_quant)
     selftest = SelfTest(features=features[pick], expected=probs[pick], atol=atol)
 
-    from beeaudio.core.bundle import sha256_hex
+    from beeaudio.core.fsio import sha256_hex
 
     digest = sha256_hex(model_bytes)
     train_config = parts["train_config"]
@@ -310,15 +295,13 @@ def export_bundle(
 
 def _check_input_grid(*, model: Any, model_bytes: bytes, runtime: str | None) -> None:
     """Warn when the converter quantises the input on another grid than the model was trained on."""
-    from beeaudio.core import inference
     from beeaudio.desktop.training.models import INPUT_QUANTIZATION_LAYER
 
     try:
         layer = model.get_layer(INPUT_QUANTIZATION_LAYER)
     except ValueError:
         return
-    interpreter, _ = inference.make_interpreter(model_bytes=model_bytes, runtime=runtime)
-    quant = _quant(interpreter.get_input_details()[0])
+    quant = ModelRunner(model_bytes=model_bytes, runtime=runtime).input.quant
     if quant is None or not (
         math.isclose(quant.scale, layer.scale, rel_tol=1e-4) and quant.zero_point == int(layer.zero_point)
     ):
@@ -326,13 +309,6 @@ def _check_input_grid(*, model: Any, model_bytes: bytes, runtime: str | None) ->
             "int8 input grid %s differs from the trained one (scale %.6g, zero point %d)",
             quant, layer.scale, int(layer.zero_point),
         )  # fmt: skip
-
-
-def _output_detail(*, model_bytes: bytes, runtime: str | None) -> dict[str, Any]:
-    from beeaudio.core import inference
-
-    interpreter, _ = inference.make_interpreter(model_bytes=model_bytes, runtime=runtime)
-    return interpreter.get_output_details()[0]
 
 
 def _check_export(

@@ -1,16 +1,22 @@
-"""Read side: hive status (one row per hive), history from rollups, raw events, alerts."""
+"""Read side: hive status (one row per hive), history from rollups, raw events page by page.
+
+Functions that take an engine read in their own transaction and raise :class:`NotFound` for an unknown
+hive; those that take a connection read inside the caller's (e.g. the status a write answers with).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from beeaudio.collector.alerts import alert_json
-from beeaudio.collector.db import alerts, events, hive_state, hives, rollup_labels, rollups
-from beeaudio.collector.hive_state import hive_params
-from beeaudio.collector.state import OFFLINE, StateParams
+from sqlalchemy.engine import Connection, Engine
+
+from beeaudio.collector.db import events, hive_state, hives, read_transaction, rollup_labels, rollups
+from beeaudio.collector.state import OFFLINE, StateParams, hive_params
+from beeaudio.collector.store.errors import NotFound
 from beeaudio.collector.timeutil import iso_ms
-from sqlalchemy.engine import Connection
+from beeaudio.core.wire import EVENT_SCHEMA
 
 _STATUS_COLUMNS = (
     hives.c.hive_id,
@@ -54,34 +60,56 @@ def status_json(row: Any, *, defaults: StateParams, now_ms: int) -> dict[str, An
     }
 
 
-def hive_status(
-    conn: Connection, *, hive_id: str, defaults: StateParams, now_ms: int
-) -> dict[str, Any] | None:
+def _require_hive(*, conn: Connection, hive_id: str) -> None:
+    if conn.execute(sa.select(hives.c.hive_id).where(hives.c.hive_id == hive_id)).first() is None:
+        raise NotFound(f"hive {hive_id!r} does not exist")
+
+
+def status_in(*, conn: Connection, hive_id: str, defaults: StateParams, now_ms: int) -> dict[str, Any]:
+    """The hive's status read in the caller's transaction; :class:`NotFound` for an unknown hive."""
     row = conn.execute(
         sa.select(*_STATUS_COLUMNS)
         .join(hive_state, hive_state.c.hive_id == hives.c.hive_id)
         .where(hives.c.hive_id == hive_id)
     ).first()
-    return None if row is None else status_json(row, defaults=defaults, now_ms=now_ms)
+    if row is None:
+        raise NotFound(f"hive {hive_id!r} does not exist")
+    return status_json(row, defaults=defaults, now_ms=now_ms)
 
 
-def all_statuses(conn: Connection, *, defaults: StateParams, now_ms: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        sa.select(*_STATUS_COLUMNS)
-        .join(hive_state, hive_state.c.hive_id == hives.c.hive_id)
-        .order_by(hives.c.hive_id)
-    ).all()
+def hive_status(*, engine: Engine, hive_id: str, defaults: StateParams, now_ms: int) -> dict[str, Any]:
+    with read_transaction(engine) as conn:
+        return status_in(conn=conn, hive_id=hive_id, defaults=defaults, now_ms=now_ms)
+
+
+def all_statuses(*, engine: Engine, defaults: StateParams, now_ms: int) -> list[dict[str, Any]]:
+    with read_transaction(engine) as conn:
+        rows = conn.execute(
+            sa.select(*_STATUS_COLUMNS)
+            .join(hive_state, hive_state.c.hive_id == hives.c.hive_id)
+            .order_by(hives.c.hive_id)
+        ).all()
     return [status_json(row, defaults=defaults, now_ms=now_ms) for row in rows]
 
 
 def history(
-    conn: Connection, *, hive_id: str, start_s: int, end_s: int, bucket_seconds: int
+    *, engine: Engine, hive_id: str, start_s: int, end_s: int, bucket_seconds: int
 ) -> list[dict[str, Any]]:
     """Per-bucket counts and means, aggregated from the rollups (never from raw events).
 
     Buckets are aligned to multiples of ``bucket_seconds`` since the epoch, so the same bucket has the same
     start whatever range is asked for.
     """
+    with read_transaction(engine) as conn:
+        _require_hive(conn=conn, hive_id=hive_id)
+        return _history(
+            conn=conn, hive_id=hive_id, start_s=start_s, end_s=end_s, bucket_seconds=bucket_seconds
+        )
+
+
+def _history(
+    *, conn: Connection, hive_id: str, start_s: int, end_s: int, bucket_seconds: int
+) -> list[dict[str, Any]]:
     width = sa.literal(bucket_seconds, sa.BigInteger)
     key = (rollups.c.bucket_start // width).label("k")
     totals = conn.execute(
@@ -130,7 +158,7 @@ def history(
 
 def event_json(row: Any) -> dict[str, Any]:
     data = {
-        "schema": "beeaudio.event/1",
+        "schema": EVENT_SCHEMA,
         "event_id": row.event_id,
         "hive_id": row.hive_id,
         "device_id": row.device_id,
@@ -150,16 +178,22 @@ def event_json(row: Any) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class EventPage:
+    events: list[dict[str, Any]]
+    #: Hand it back for the next page; None on the last page.
+    next_cursor: str | None
+
+
 def parse_cursor(cursor: str) -> tuple[int, int] | None:
+    """The position in a cursor :func:`event_page` handed out, or None for anything else."""
     parts = cursor.split(".")
     if len(parts) != 2 or not all(p.isdigit() and len(p) <= 18 for p in parts):
         return None
     return int(parts[0]), int(parts[1])
 
 
-def event_page(
-    conn: Connection, *, hive_id: str, limit: int, cursor: tuple[int, int] | None
-) -> tuple[list[dict[str, Any]], str | None]:
+def event_page(*, engine: Engine, hive_id: str, limit: int, cursor: tuple[int, int] | None) -> EventPage:
     """Newest window first; the cursor is ``<window_start_ms>.<row id>`` of the last event returned."""
     query = sa.select(events).where(events.c.hive_id == hive_id)
     if cursor is not None:
@@ -170,26 +204,12 @@ def event_page(
                 sa.and_(events.c.window_start_ms == ms, events.c.id < row_id),
             )
         )
-    rows = conn.execute(
-        query.order_by(events.c.window_start_ms.desc(), events.c.id.desc()).limit(limit + 1)
-    ).all()
+    with read_transaction(engine) as conn:
+        _require_hive(conn=conn, hive_id=hive_id)
+        rows = conn.execute(
+            query.order_by(events.c.window_start_ms.desc(), events.c.id.desc()).limit(limit + 1)
+        ).all()
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = f"{rows[-1].window_start_ms}.{rows[-1].id}" if more and rows else None
-    return [event_json(row) for row in rows], next_cursor
-
-
-def alert_list(
-    conn: Connection, *, hive_id: str | None, since_ms: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """Alerts at or after ``since``, or without ``since`` the latest ``limit``; oldest first either way."""
-    query = sa.select(alerts)
-    if hive_id is not None:
-        query = query.where(alerts.c.hive_id == hive_id)
-    if since_ms is not None:
-        query = query.where(alerts.c.at_ms >= since_ms).order_by(alerts.c.at_ms, alerts.c.created_ms)
-        rows = conn.execute(query.limit(limit)).all()
-    else:
-        query = query.order_by(alerts.c.at_ms.desc(), alerts.c.created_ms.desc())
-        rows = list(reversed(conn.execute(query.limit(limit)).all()))
-    return [alert_json(row) for row in rows]
+    return EventPage(events=[event_json(row) for row in rows], next_cursor=next_cursor)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from beeaudio.collector.alerts import HIVE_OFFLINE, SWARM_ENDED, SWARM_STARTED, record_alert
+from sqlalchemy.engine import Connection, Engine
+
 from beeaudio.collector.db import (
-    alerts,
     hive_state,
     hive_steps,
     hives,
     insert_for,
+    lock_clause,
     rollup_labels,
     rollups,
     write_transaction,
@@ -33,28 +34,26 @@ from beeaudio.collector.state import (
     INITIAL,
     SWARM,
     UNKNOWN,
-    ParamsError,
     StateParams,
     Step,
     confidence,
+    hive_params,
     next_step,
 )
+from beeaudio.collector.store.alerts import (
+    HIVE_OFFLINE,
+    SWARM_ENDED,
+    SWARM_STARTED,
+    last_swarm_alert_ms,
+    record_alert,
+)
+from beeaudio.collector.store.errors import NotFound
 from beeaudio.collector.timeutil import iso_ms
-from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
 #: Buckets read per query while walking the steps (bounds memory for a long backlog).
 CHUNK = 2000
-
-
-def hive_params(*, defaults: StateParams, overrides: dict[str, Any] | None) -> StateParams:
-    """A hive's parameters; overrides that no longer validate fall back to the defaults (logged)."""
-    try:
-        return defaults.with_overrides(overrides)
-    except ParamsError as exc:
-        log.error("ignoring a hive's stored state parameters: %s", exc)
-        return defaults
 
 
 def new_state_row(*, hive_id: str, now_ms: int) -> dict[str, Any]:
@@ -101,7 +100,7 @@ def _same(a: Step, b: Step) -> bool:
     ) == (b.bucket_start, b.n_window, b.state, b.pending, b.since_ms, b.pending_since_ms)
 
 
-def _buckets(conn: Connection, *, hive_id: str, start: int) -> Iterator[tuple[int, int, float]]:
+def _buckets(*, conn: Connection, hive_id: str, start: int) -> Iterator[tuple[int, int, float]]:
     """(bucket_start, n, swarm_sum) of the hive, all devices summed, from ``start`` on, in order."""
     while True:
         rows = conn.execute(
@@ -118,7 +117,7 @@ def _buckets(conn: Connection, *, hive_id: str, start: int) -> Iterator[tuple[in
         start = int(rows[-1][0]) + 1
 
 
-def _stored_steps(conn: Connection, *, hive_id: str, start: int, stop: int) -> dict[int, Step]:
+def _stored_steps(*, conn: Connection, hive_id: str, start: int, stop: int) -> dict[int, Step]:
     rows = conn.execute(
         sa.select(hive_steps).where(
             hive_steps.c.hive_id == hive_id,
@@ -129,7 +128,7 @@ def _stored_steps(conn: Connection, *, hive_id: str, start: int, stop: int) -> d
     return {row.bucket_start: _step_from_row(row) for row in rows}
 
 
-def _save_steps(conn: Connection, *, hive_id: str, steps: list[Step]) -> None:
+def _save_steps(*, conn: Connection, hive_id: str, steps: list[Step]) -> None:
     if not steps:
         return
     insert = insert_for(conn)
@@ -160,7 +159,7 @@ def _save_steps(conn: Connection, *, hive_id: str, steps: list[Step]) -> None:
 
 
 def recompute_steps(
-    conn: Connection, *, hive_id: str, first_bucket: int, last_touched: int, params: StateParams
+    *, conn: Connection, hive_id: str, first_bucket: int, last_touched: int, params: StateParams
 ) -> Step | None:
     """Re-evaluate the hive's steps from ``first_bucket``; returns the new last step, or None when the
     walk stopped early because the last step could not have changed."""
@@ -180,7 +179,7 @@ def recompute_steps(
     stored: dict[int, Step] = {}
     stored_until = first_bucket - 1
     last: Step | None = None
-    for bucket, n, swarm_sum in _buckets(conn, hive_id=hive_id, start=reach_start + 1):
+    for bucket, n, swarm_sum in _buckets(conn=conn, hive_id=hive_id, start=reach_start + 1):
         window.append((bucket, n, swarm_sum))
         n_sum += n
         s_sum += swarm_sum
@@ -195,24 +194,24 @@ def recompute_steps(
         )
         if bucket > stored_until:
             stored_until = bucket + CHUNK * 60
-            stored = _stored_steps(conn, hive_id=hive_id, start=bucket, stop=stored_until)
+            stored = _stored_steps(conn=conn, hive_id=hive_id, start=bucket, stop=stored_until)
         old = stored.get(bucket)
         if old is not None and _same(old, step):
             if bucket * 1000 - window_ms >= last_touched * 1000:
-                _save_steps(conn, hive_id=hive_id, steps=changed)
+                _save_steps(conn=conn, hive_id=hive_id, steps=changed)
                 return None
         else:
             changed.append(step)
             if len(changed) >= CHUNK:
-                _save_steps(conn, hive_id=hive_id, steps=changed)
+                _save_steps(conn=conn, hive_id=hive_id, steps=changed)
                 changed = []
         previous = step
         last = step
-    _save_steps(conn, hive_id=hive_id, steps=changed)
+    _save_steps(conn=conn, hive_id=hive_id, steps=changed)
     return last
 
 
-def window_counts(conn: Connection, *, hive_id: str, last_bucket: int, params: StateParams) -> dict[str, int]:
+def window_counts(*, conn: Connection, hive_id: str, last_bucket: int, params: StateParams) -> dict[str, int]:
     """Per-label counts (winning label) over the smoothing window that ends with ``last_bucket``."""
     low = last_bucket - int(params.smoothing_seconds)
     rows = conn.execute(
@@ -228,8 +227,8 @@ def window_counts(conn: Connection, *, hive_id: str, last_bucket: int, params: S
 
 
 def apply_step(
-    conn: Connection,
     *,
+    conn: Connection,
     hive_id: str,
     step: Step,
     previous_state: str,
@@ -244,7 +243,7 @@ def apply_step(
         "confidence": confidence(state=step.state, score=step.score),
         "score": step.score,
         "n_window": step.n_window,
-        "counts": window_counts(conn, hive_id=hive_id, last_bucket=step.bucket_start, params=params),
+        "counts": window_counts(conn=conn, hive_id=hive_id, last_bucket=step.bucket_start, params=params),
         "last_bucket": step.bucket_start,
     }
     if step.state != previous_state and SWARM in (step.state, previous_state):
@@ -253,14 +252,10 @@ def apply_step(
         # A late batch can show that the new state began (event time) before the state it replaces was
         # announced: the swarm alerted at 05:11 "ended" at 04:31. Such an alert is dated when the old
         # state was announced, so swarm alerts never go back in time; ``since`` keeps the event time.
-        announced_ms = conn.execute(
-            sa.select(sa.func.max(alerts.c.at_ms)).where(
-                alerts.c.hive_id == hive_id, alerts.c.kind.in_((SWARM_STARTED, SWARM_ENDED))
-            )
-        ).scalar()
+        announced_ms = last_swarm_alert_ms(conn=conn, hive_id=hive_id)
         revised = announced_ms is not None and since_ms < announced_ms
         record_alert(
-            conn,
+            conn=conn,
             hive_id=hive_id,
             kind=kind,
             at_ms=announced_ms if revised else since_ms,
@@ -279,13 +274,80 @@ def apply_step(
     return values
 
 
+def lock_state(*, conn: Connection, hive_id: str) -> Any | None:
+    """The hive's state row, locked for the rest of the transaction (one writer per hive); None if the
+    hive does not exist. SQLite needs no lock: its write transactions are serialised."""
+    query = sa.select(hive_state).where(hive_state.c.hive_id == hive_id)
+    if lock_clause(conn):
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def rederive(
+    *,
+    conn: Connection,
+    hive_id: str,
+    previous_state: str,
+    params: StateParams,
+    webhook_urls: list[str],
+    now_ms: int,
+) -> None:
+    """Forget the hive's steps and derive them again from all its rollups (call under :func:`lock_state`);
+    the state row follows, with an alert if the current state changes."""
+    conn.execute(sa.delete(hive_steps).where(hive_steps.c.hive_id == hive_id))
+    first, last = conn.execute(
+        sa.select(sa.func.min(rollups.c.bucket_start), sa.func.max(rollups.c.bucket_start)).where(
+            rollups.c.hive_id == hive_id
+        )
+    ).one()
+    if first is None:
+        return
+    step = recompute_steps(conn=conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params)
+    if step is None:
+        return
+    values = apply_step(
+        conn=conn,
+        hive_id=hive_id,
+        step=step,
+        previous_state=previous_state,
+        params=params,
+        webhook_urls=webhook_urls,
+        now_ms=now_ms,
+    )
+    conn.execute(
+        sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(updated_ms=now_ms, **values)
+    )
+
+
+def rebuild(
+    *, engine: Engine, hive_id: str, defaults: StateParams, webhook_urls: list[str], now_ms: int
+) -> None:
+    """Derive a hive's steps and state again from its rollups with its own parameters (e.g. after rollups
+    were loaded in bulk); :class:`NotFound` if the hive does not exist."""
+    with write_transaction(engine) as conn:
+        current = lock_state(conn=conn, hive_id=hive_id)
+        if current is None:
+            raise NotFound(f"hive {hive_id!r} does not exist")
+        overrides = conn.execute(sa.select(hives.c.params).where(hives.c.hive_id == hive_id)).scalar_one()
+        rederive(
+            conn=conn,
+            hive_id=hive_id,
+            previous_state=current.state,
+            params=hive_params(defaults=defaults, overrides=overrides),
+            webhook_urls=webhook_urls,
+            now_ms=now_ms,
+        )
+
+
 @dataclass(frozen=True)
 class SweepResult:
     checked: int
     went_offline: list[str]
 
 
-def sweep_offline(*, engine: Any, defaults: StateParams, webhook_urls: list[str], now_ms: int) -> SweepResult:
+def sweep_offline(
+    *, engine: Engine, defaults: StateParams, webhook_urls: list[str], now_ms: int
+) -> SweepResult:
     """Raise ``hive_offline`` once for each hive silent longer than its ``offline_after_seconds``.
 
     Offline is also decided at query time, so a status is right between sweeps; the sweep only makes sure
@@ -315,7 +377,7 @@ def sweep_offline(*, engine: Any, defaults: StateParams, webhook_urls: list[str]
             if result.rowcount != 1:
                 continue
             record_alert(
-                conn,
+                conn=conn,
                 hive_id=hive_id,
                 kind=HIVE_OFFLINE,
                 at_ms=deadline,

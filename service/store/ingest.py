@@ -1,0 +1,239 @@
+"""Ingest, the write: store a checked batch idempotently, update rollups and the hive state — in one
+transaction, so a batch is either wholly stored (and durably committed before the 2xx) or not at all."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from beeaudio.collector.db import (
+    devices,
+    events,
+    hive_state,
+    hives,
+    insert_for,
+    lock_clause,
+    rollup_labels,
+    rollups,
+    write_transaction,
+)
+from beeaudio.collector.state import StateParams, hive_params
+from beeaudio.collector.store.alerts import HIVE_BACK, record_alert
+from beeaudio.collector.store.devices import DeviceIdentity
+from beeaudio.collector.store.errors import NotFound
+from beeaudio.collector.store.hive_state import apply_step, recompute_steps
+from beeaudio.collector.timeutil import to_ms
+from beeaudio.core.wire import ClassificationEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    batch_id: str
+    accepted: int
+    duplicates: int
+
+
+def _bucket(moment: datetime, *, bucket_seconds: int) -> int:
+    seconds = to_ms(moment) // 1000
+    return seconds - seconds % bucket_seconds
+
+
+def store_batch(
+    *,
+    engine: Engine,
+    device: DeviceIdentity,
+    batch_id: str,
+    batch: list[ClassificationEvent],
+    defaults: StateParams,
+    bucket_seconds: int,
+    webhook_urls: list[str],
+    now_ms: int,
+) -> IngestResult:
+    """Insert the new events (ignoring ones already stored), fold them into rollups, move the state;
+    :class:`NotFound` if the device's hive does not exist."""
+    unique: dict[str, ClassificationEvent] = {}
+    for event in batch:
+        unique.setdefault(event.event_id, event)
+    with write_transaction(engine) as conn:
+        insert = insert_for(conn)
+        state_query = sa.select(hive_state, hives.c.params).join(
+            hives, hives.c.hive_id == hive_state.c.hive_id
+        )
+        state_query = state_query.where(hive_state.c.hive_id == device.hive_id)
+        if lock_clause(conn):
+            # One writer per hive at a time: rollups and steps of a hive change only under this lock.
+            state_query = state_query.with_for_update(of=hive_state)
+        current = conn.execute(state_query).first()
+        if current is None:
+            raise NotFound(f"hive {device.hive_id!r} does not exist")
+        inserted: set[str] = set()
+        if unique:
+            rows = [
+                {
+                    "hive_id": device.hive_id,
+                    "device_id": device.device_id,
+                    "event_id": e.event_id,
+                    "model_name": e.model_name,
+                    "model_version": e.model_version,
+                    "window_start_ms": to_ms(e.window_start),
+                    "window_seconds": e.window_seconds,
+                    "label": e.label,
+                    "swarm_score": e.swarm_score,
+                    "level_dbfs": e.level_dbfs,
+                    "source_format": e.source_format,
+                    "probabilities": e.probabilities,
+                    "extra": e.extra or None,
+                    "received_ms": now_ms,
+                }
+                for e in unique.values()
+            ]
+            # Under the hive lock no other transaction can insert this device's events, so the ids that
+            # are not stored yet are exactly the ones this insert adds. (A RETURNING over a multi-row
+            # insert would say the same, but costs PostgreSQL drivers far more per batch.)
+            stored = set(
+                conn.execute(
+                    sa.select(events.c.event_id).where(
+                        events.c.device_id == device.device_id, events.c.event_id.in_(list(unique))
+                    )
+                ).scalars()
+            )
+            rows = [row for row in rows if row["event_id"] not in stored]
+            if rows:
+                stmt = insert(events).on_conflict_do_nothing(
+                    index_elements=[events.c.device_id, events.c.event_id]
+                )
+                conn.execute(stmt, rows)
+            inserted = {row["event_id"] for row in rows}
+        new_events = [e for e in unique.values() if e.event_id in inserted]
+        params = hive_params(defaults=defaults, overrides=current.params)
+        values: dict[str, Any] = {"last_seen_ms": now_ms, "updated_ms": now_ms}
+        if new_events:
+            touched = _fold_rollups(
+                conn=conn, device=device, new_events=new_events, bucket_seconds=bucket_seconds
+            )
+            latest = max(new_events, key=lambda e: e.window_start)
+            latest_ms = to_ms(latest.window_start)
+            if current.last_event_ms is None or latest_ms >= current.last_event_ms:
+                values["last_event_ms"] = latest_ms
+                values["model_version"] = latest.model_version
+            step = recompute_steps(
+                conn=conn,
+                hive_id=device.hive_id,
+                first_bucket=min(touched),
+                last_touched=max(touched),
+                params=params,
+            )
+            if step is not None:
+                values.update(
+                    apply_step(
+                        conn=conn,
+                        hive_id=device.hive_id,
+                        step=step,
+                        previous_state=current.state,
+                        params=params,
+                        webhook_urls=webhook_urls,
+                        now_ms=now_ms,
+                    )
+                )
+        if current.offline_alerted:
+            values["offline_alerted"] = False
+            record_alert(
+                conn=conn,
+                hive_id=device.hive_id,
+                kind=HIVE_BACK,
+                at_ms=now_ms,
+                details={"device_id": device.device_id, "silent_since_ms": current.last_seen_ms},
+                webhook_urls=webhook_urls,
+                now_ms=now_ms,
+            )
+        conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == device.hive_id).values(**values))
+        conn.execute(
+            sa.update(devices).where(devices.c.device_id == device.device_id).values(last_seen_ms=now_ms)
+        )
+    result = IngestResult(batch_id=batch_id, accepted=len(inserted), duplicates=len(batch) - len(inserted))
+    log.debug(
+        "batch %s from %s: %d new, %d duplicates",
+        batch_id,
+        device.device_id,
+        result.accepted,
+        result.duplicates,
+    )
+    return result
+
+
+def _fold_rollups(
+    *, conn: Connection, device: DeviceIdentity, new_events: list[ClassificationEvent], bucket_seconds: int
+) -> set[int]:
+    """Add the new events to their per-device buckets (atomic ``n = n + excluded.n`` upserts)."""
+    insert = insert_for(conn)
+    totals: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    labels: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    for event in new_events:
+        bucket = _bucket(event.window_start, bucket_seconds=bucket_seconds)
+        total = totals[bucket]
+        total[0] += 1
+        total[1] += event.swarm_score
+        total[2] += event.level_dbfs
+        for label, probability in event.probabilities.items():
+            entry = labels[(bucket, label)]
+            entry[0] += 1 if label == event.label else 0
+            entry[1] += probability
+    stmt = insert(rollups)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[rollups.c.hive_id, rollups.c.device_id, rollups.c.bucket_start],
+        set_={
+            "n": rollups.c.n + stmt.excluded.n,
+            "swarm_sum": rollups.c.swarm_sum + stmt.excluded.swarm_sum,
+            "level_sum": rollups.c.level_sum + stmt.excluded.level_sum,
+        },
+    )
+    conn.execute(
+        stmt,
+        [
+            {
+                "hive_id": device.hive_id,
+                "device_id": device.device_id,
+                "bucket_start": bucket,
+                "n": int(n),
+                "swarm_sum": s,
+                "level_sum": lv,
+            }
+            for bucket, (n, s, lv) in sorted(totals.items())
+        ],
+    )
+    stmt = insert(rollup_labels)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[
+            rollup_labels.c.hive_id,
+            rollup_labels.c.device_id,
+            rollup_labels.c.bucket_start,
+            rollup_labels.c.label,
+        ],
+        set_={
+            "n_top": rollup_labels.c.n_top + stmt.excluded.n_top,
+            "prob_sum": rollup_labels.c.prob_sum + stmt.excluded.prob_sum,
+        },
+    )
+    conn.execute(
+        stmt,
+        [
+            {
+                "hive_id": device.hive_id,
+                "device_id": device.device_id,
+                "bucket_start": bucket,
+                "label": label,
+                "n_top": int(n),
+                "prob_sum": p,
+            }
+            for (bucket, label), (n, p) in sorted(labels.items())
+        ],
+    )
+    return set(totals)
