@@ -25,7 +25,7 @@ class _In(BaseModel):
 
 
 class EventIn(_In):
-    schema_: Literal[wire.EVENT_SCHEMA] = Field(alias="schema")
+    schema_: Literal[wire.EVENT_SCHEMAS] = Field(alias="schema")
     event_id: str = Field(min_length=1, max_length=wire.MAX_ID)
     hive_id: str = Field(min_length=1, max_length=wire.MAX_ID)
     device_id: str = Field(min_length=1, max_length=wire.MAX_ID)
@@ -41,6 +41,10 @@ class EventIn(_In):
     level_dbfs: float
     source_format: str = Field(min_length=1, max_length=wire.MAX_SOURCE_FORMAT)
     extra: dict[str, Any] | None = None
+    # beeaudio.event/2 (absent from v1 events; ClassificationEvent.from_json refuses them on v1).
+    quality: Literal[wire.QUALITIES] | None = None
+    novelty: float | None = Field(default=None, ge=0, le=wire.MAX_NOVELTY)
+    novelty_threshold: float | None = Field(default=None, gt=0, le=wire.MAX_NOVELTY)
 
 
 class BatchIn(_In):

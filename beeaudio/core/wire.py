@@ -6,10 +6,17 @@ store, and the API paths. The device builds its requests from these, the collect
 their limits from them and run the same :meth:`ClassificationEvent.validate`, and the demo and the
 benchmarks use the same paths, so the two sides cannot drift apart.
 
-Versioned JSON: ``schema`` names the version of each object (``beeaudio.event/1``, ``beeaudio.batch/1``,
+Versioned JSON: ``schema`` names the version of each object (``beeaudio.event/2``, ``beeaudio.batch/1``,
 ``beeaudio.heartbeat/1``). The event id is derived from what the window *is* (device, source recording,
 window offset, model), so reprocessing the same window after a crash gives the same id and the collector
 drops the duplicate.
+
+Event versions. ``beeaudio.event/2`` adds what the device knows about a window besides the model's output:
+``quality`` (the signal check before the model: ``ok``, or why the window holds no usable signal) and
+``novelty`` with the bundle's ``novelty_threshold`` (how far the window is from anything the model was
+trained on). A window that is not ``ok`` or is unfamiliar is no evidence of any state. ``beeaudio.event/1``
+events from older devices are still accepted; their quality and novelty are unknown (``None``) and they
+count as evidence, as they always did.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any
 
 from beeaudio.core.errors import BeeaudioError
 
-EVENT_SCHEMA = "beeaudio.event/1"
+EVENT_SCHEMA = "beeaudio.event/2"
+#: Event versions this side reads: older devices keep working.
+EVENT_SCHEMAS = ("beeaudio.event/1", EVENT_SCHEMA)
 BATCH_SCHEMA = "beeaudio.batch/1"
 HEARTBEAT_SCHEMA = "beeaudio.heartbeat/1"
 
@@ -67,6 +76,18 @@ PROBABILITY_SUM_TOLERANCE = 0.02
 EARLIEST_WINDOW = datetime(2000, 1, 1, tzinfo=UTC)
 #: Integer counters in a heartbeat fit JSON numbers exactly.
 MAX_COUNTER = 2**53
+#: Novelty scores and thresholds are distances: finite, non-negative, and far below this.
+MAX_NOVELTY = 1e12
+
+# -- window quality (beeaudio.core.quality computes it) ----------------------------------------------------
+QUALITY_OK = "ok"
+#: The signal checks' verdicts, worst first: a window gets the first that applies.
+QUALITY_NO_SIGNAL = "no_signal"  # digital silence or a level below the floor: a dead or unplugged microphone
+QUALITY_DROPOUT = "dropout"  # runs of exact zeros inside the window: a recorder dropping samples
+QUALITY_CLIPPED = "clipped"  # samples stuck at full scale: gain too high, or a shorted input
+QUALITY_DC_OFFSET = "dc_offset"  # a large constant offset: a failing microphone or preamplifier
+QUALITY_PROBLEMS = (QUALITY_NO_SIGNAL, QUALITY_DROPOUT, QUALITY_CLIPPED, QUALITY_DC_OFFSET)
+QUALITIES = (QUALITY_OK, *QUALITY_PROBLEMS)
 
 
 class EventError(BeeaudioError, ValueError):
@@ -142,20 +163,47 @@ class ClassificationEvent:
     source_format: str
     schema: str = EVENT_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The signal check's verdict (:data:`QUALITIES`); None on a v1 event (not checked).
+    quality: str | None = QUALITY_OK
+    #: The bundle's novelty score of this window and the threshold above which it is unfamiliar; None when
+    #: the bundle has no novelty detector (or on a v1 event).
+    novelty: float | None = None
+    novelty_threshold: float | None = None
+
+    @property
+    def unfamiliar(self) -> bool:
+        """The window is beyond the novelty threshold: the model has not heard audio like it."""
+        return (
+            self.novelty is not None
+            and self.novelty_threshold is not None
+            and self.novelty > self.novelty_threshold
+        )
+
+    @property
+    def is_evidence(self) -> bool:
+        """Whether the window may count towards a hive's state: a usable signal the model knows."""
+        return self.quality in (None, QUALITY_OK) and not self.unfamiliar
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["window_start"] = utc_iso(self.window_start)
         if not data["extra"]:
             del data["extra"]
+        if self.schema != EVENT_SCHEMA:  # a v1 event (re-sent by a tool) keeps its v1 shape
+            for name in V2_FIELDS:
+                data.pop(name, None)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClassificationEvent:
         if not isinstance(data, dict):
             raise EventError(f"an event must be a JSON object, got {type(data).__name__}")
-        if data.get("schema") != EVENT_SCHEMA:
-            raise EventError(f"unknown event schema {data.get('schema')!r}; this side knows {EVENT_SCHEMA!r}")
+        schema = data.get("schema")
+        if schema not in EVENT_SCHEMAS:
+            raise EventError(f"unknown event schema {schema!r}; this side knows {', '.join(EVENT_SCHEMAS)}")
+        v2 = schema == EVENT_SCHEMA
+        if not v2 and any(data.get(name) is not None for name in V2_FIELDS):
+            raise EventError(f"{', '.join(V2_FIELDS)} need schema {EVENT_SCHEMA!r}, not {schema!r}")
         try:
             event = cls(
                 event_id=str(data["event_id"]),
@@ -170,7 +218,11 @@ class ClassificationEvent:
                 swarm_score=float(data["swarm_score"]),
                 level_dbfs=float(data["level_dbfs"]),
                 source_format=str(data["source_format"]),
+                schema=str(schema),
                 extra=dict(data.get("extra") or {}),
+                quality=str(data["quality"]) if v2 else None,
+                novelty=_optional_float(data.get("novelty")) if v2 else None,
+                novelty_threshold=_optional_float(data.get("novelty_threshold")) if v2 else None,
             )
         except KeyError as exc:
             raise EventError(f"event is missing field {exc.args[0]!r}") from exc
@@ -212,6 +264,24 @@ class ClassificationEvent:
             raise EventError(f"window_seconds {self.window_seconds} is longer than an hour")
         if not math.isfinite(self.level_dbfs):
             raise EventError("level_dbfs must be finite")
+        if self.schema == EVENT_SCHEMA and self.quality not in QUALITIES:
+            raise EventError(f"quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
+        for name in ("novelty", "novelty_threshold"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= MAX_NOVELTY):
+                raise EventError(f"{name} {value} must be a finite number in [0, {MAX_NOVELTY:g}] or null")
+        if (self.novelty is None) != (self.novelty_threshold is None):
+            raise EventError("novelty and novelty_threshold come together: give both or neither")
+        if self.novelty_threshold is not None and self.novelty_threshold <= 0:
+            raise EventError("novelty_threshold must be positive")
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
 
 
 # -- the batch -----------------------------------------------------------------------------------------------
@@ -265,4 +335,6 @@ class Heartbeat:
 HEARTBEAT_FIELDS = ("schema", *(f.name for f in fields(Heartbeat)))
 #: Field names of an event on the wire.
 EVENT_FIELDS = tuple(f.name for f in fields(ClassificationEvent))
+#: The fields ``beeaudio.event/2`` added to ``beeaudio.event/1``.
+V2_FIELDS = ("quality", "novelty", "novelty_threshold")
 ID_RE = re.compile(ID_PATTERN)
