@@ -12,10 +12,12 @@ import argparse
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from beeaudio.core.console import guarded
 from beeaudio.core.errors import EXIT_OK, EXIT_USAGE, BeeaudioError
+from beeaudio.core.fsio import write_text_atomic
 
 
 class OptionError(BeeaudioError):
@@ -25,8 +27,19 @@ class OptionError(BeeaudioError):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("collector", help="the collector service: serve, hives, devices, migrate")
-    parser.add_argument("--db", default=None, help="database URL (default: $BEEAUDIO_DATABASE_URL or sqlite)")
+    # Alembic announces every plugin and step at INFO when it is first imported; a user wants the result.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    parser = subparsers.add_parser(
+        "collector",
+        help="the collector service: serve, hives, devices, migrate",
+        description="The collector: every hive's readings in, a steady hive state and alerts out. Every "
+        "command works on the database of --db, else of $BEEAUDIO_DATABASE_URL (default "
+        "sqlite:///beeaudio-collector.db in the current folder): give the admin commands the same database "
+        "as `serve`. Settings are BEEAUDIO_* environment variables (docs/collector.md).",
+    )
+    parser.add_argument(
+        "--db", default=None, metavar="URL", help="database URL (default: $BEEAUDIO_DATABASE_URL or sqlite)"
+    )
     sub = parser.add_subparsers(dest="collector_command", metavar="SUBCOMMAND")
     parser.set_defaults(func=lambda _args: _usage(parser))
 
@@ -36,37 +49,105 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub_parser.set_defaults(func=guarded(f"collector {name}", handler))
         return sub_parser
 
-    serve = command("serve", _serve, help="run the HTTP API with uvicorn")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = command(
+        "serve",
+        _serve,
+        help="run the HTTP API with uvicorn",
+        description="Serve the REST API, the dashboard (/) and the OpenAPI docs (/docs) until Ctrl-C or "
+        "SIGTERM. Needs BEEAUDIO_ADMIN_TOKEN set to a random secret (or --local for a demo). Migrates the "
+        "database to the latest schema first.",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for the network, behind "
+        "a TLS proxy)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument(
         "--local", action="store_true", help="local/demo mode: generate an admin token if unset"
     )
-    serve.add_argument("--log-level", default="info")
-
-    command("migrate", _migrate, help="bring the database schema to the latest revision")
-
-    add_hive = command("add-hive", _add_hive, help="create a hive; prints its id")
-    add_hive.add_argument("--name", required=True)
-    add_hive.add_argument("--hive-id", default=None)
-    add_hive.add_argument(
-        "--params", default=None, help='state-parameter overrides as JSON, e.g. {"enter_swarm": 0.7}'
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default info)",
     )
 
-    add_device = command("add-device", _add_device, help="register a device of a hive; prints its token once")
-    add_device.add_argument("--hive", required=True, help="hive id")
-    add_device.add_argument("--device-id", default=None)
+    command(
+        "migrate",
+        _migrate,
+        help="bring the database schema to the latest revision",
+        description="Upgrade the database schema to the latest revision, keeping all data (serve does it "
+        "too; run it alone before starting several servers).",
+    )
 
-    revoke = command("revoke-device", _revoke, help="revoke a device's token")
-    revoke.add_argument("device_id")
+    add_hive = command(
+        "add-hive",
+        _add_hive,
+        help="create a hive; prints its id",
+        description="Create a hive and print its id (generated unless --hive-id). Devices are registered "
+        "to a hive with add-device.",
+    )
+    add_hive.add_argument(
+        "--name", required=True, help='the hive\'s name as people call it, e.g. "Apiary North / Hive 3"'
+    )
+    add_hive.add_argument(
+        "--hive-id", default=None, metavar="ID", help="the hive's id (default: generated, e.g. hive-1a2b3c4d)"
+    )
+    add_hive.add_argument(
+        "--params",
+        default=None,
+        metavar="JSON",
+        help='hive-state parameter overrides as JSON, e.g. {"enter_swarm": 0.7} (docs/collector.md)',
+    )
 
-    list_hives = command("list-hives", _list_hives, help="hives with their current state")
-    list_hives.add_argument("--json", action="store_true")
+    add_device = command(
+        "add-device",
+        _add_device,
+        help="register a device of a hive; prints its token once",
+        description="Register a device of a hive and issue its token. The token is shown (or written to "
+        "--token-file) only this once: the collector keeps only its hash.",
+    )
+    add_device.add_argument("--hive", required=True, metavar="HIVE_ID", help="the hive the device listens to")
+    add_device.add_argument(
+        "--device-id",
+        default=None,
+        metavar="ID",
+        help="the device's id (default: generated, e.g. dev-1a2b3c4d)",
+    )
+    add_device.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the token to FILE (mode 0600) instead of printing it: the device's [collector] "
+        "token_file",
+    )
+
+    revoke = command(
+        "revoke-device",
+        _revoke,
+        help="revoke a device's token",
+        description="Revoke a device's token: its next request gets 401. Its stored readings stay.",
+    )
+    revoke.add_argument("device_id", metavar="DEVICE_ID", help="the device whose token to revoke")
+
+    list_hives = command(
+        "list-hives",
+        _list_hives,
+        help="hives with their current state",
+        description="Every hive with its state, when it was last heard from, and its name.",
+    )
+    list_hives.add_argument("--json", action="store_true", help="print the full status of each hive as JSON")
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", default=argparse.SUPPRESS, help="database URL (overrides BEEAUDIO_DATABASE_URL)"
+        "--db",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="database URL (overrides BEEAUDIO_DATABASE_URL), e.g. sqlite:///hives.db",
     )
 
 
@@ -83,9 +164,6 @@ def _settings(args: argparse.Namespace, *, local: bool = False) -> Any:
     from sqlalchemy.exc import ArgumentError
 
     from beeaudio.collector.settings import Settings, SettingsError
-
-    # Alembic logs every step at INFO; the user wants the result, which beeaudio.collector.migrate logs.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     overrides: dict[str, Any] = {}
     if getattr(args, "db", None):
@@ -134,12 +212,21 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from beeaudio.collector import migrate
     from beeaudio.collector.db import make_engine
+    from beeaudio.collector.store.hive_state import rederive_stale
+    from beeaudio.collector.timeutil import wall_clock_ms
 
     settings = _settings(args)
+    defaults = settings.state_defaults()
     engine = make_engine(settings.database_url)
     revision = migrate.upgrade(engine=engine)
+    # Done here, once, rather than by each of several processes started afterwards.
+    rederived = rederive_stale(
+        engine=engine, defaults=defaults, webhook_urls=settings.webhook_urls(), now_ms=wall_clock_ms()
+    )
     engine.dispose()
     print(f"database at revision {revision}")
+    if rederived:
+        print(f"re-derived the state of {len(rederived)} hive(s) with the current rules")
     return EXIT_OK
 
 
@@ -180,6 +267,10 @@ def _add_device(args: argparse.Namespace) -> int:
         engine=context.engine, hive_id=args.hive, device_id=args.device_id, now_ms=context.clock_ms()
     )
     print(f"device_id {device.device_id}")
+    if args.token_file is not None:
+        write_text_atomic(args.token_file, device.token + "\n", mode=0o600, durable=True)
+        print(f"token written to {args.token_file} (the collector keeps only its hash)", flush=True)
+        return EXIT_OK
     print(f"token {device.token}")
     print("(the token is shown only this once; the collector keeps only its hash)", flush=True)
     return EXIT_OK

@@ -36,9 +36,13 @@ def current_revision(*, engine: Engine) -> str | None:
 def upgrade(*, engine: Engine, revision: str = "head") -> str | None:
     """Bring the schema to ``revision``; returns the revision the database is at afterwards."""
     config = alembic_config()
+    before = current_revision(engine=engine)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
     now = current_revision(engine=engine)
-    log.info("database schema at revision %s", now)
+    if now != before:
+        log.info("database schema upgraded from revision %s to %s", before or "(empty)", now)
+    else:
+        log.debug("database schema at revision %s", now)
     return now

@@ -813,5 +813,5 @@ def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -
     manifest = out / "manifest.csv"
     write_text_atomic(manifest, buffer.getvalue())
     write_text_atomic(out / "README.txt", _README.format(config=config, columns=",".join(MANIFEST_COLUMNS)))
-    log.info("wrote %d synthetic recordings (%s) to %s", len(rows), config, out)
+    log.debug("wrote %d synthetic recordings (%s) to %s", len(rows), config, out)
     return manifest

@@ -57,6 +57,11 @@ def test_demo_shows_the_states_the_apiary_was_generated_with(
         line = next(line for line in stdout.splitlines() if f"({hive['hive_id']})" in line)
         assert (hive["state"].upper() if hive["state"] == "swarm" else hive["state"]) in line
     assert "SWARM" in stdout
+    # In a beekeeper's words: since when, what a swarm means and what to do, whether the demo came out right.
+    header = next(line for line in stdout.splitlines() if line.startswith("hive "))
+    assert "since" in header and "generated" not in header and "model" not in header
+    assert "look at the hive soon" in stdout
+    assert "All 3 synthetic hives show the state they were generated with." in stdout
     assert result["seconds"]["total"] < 300
 
 

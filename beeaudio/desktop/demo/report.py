@@ -26,6 +26,9 @@ class HiveOutcome:
     last_seen: str | None
     model_version: str | None
     events: int
+    since: str | None = None
+    #: Why the collector cannot tell (set whenever the state is unknown).
+    reason_text: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,28 +74,69 @@ def hive_outcome(*, hive: DemoHive, status: Mapping[str, Any], events: Mapping[s
         last_seen=status.get("last_seen"),
         model_version=status.get("model_version"),
         events=events[hive.hive_id],
+        since=status.get("since"),
+        reason_text=status.get("reason_text"),
     )
 
 
 def format_status_table(result: DemoResult) -> str:
-    """The hive status table the CLI prints."""
-    rows = [("hive", "state", "swarm score", "last seen", "model version", "generated as")]
+    """The hive status table the CLI prints: what a beekeeper needs, in their words."""
+    rows = [("hive", "state", "since", "swarm score", "last heard")]
     for h in result.hives:
         score = f"{h.swarm_score:.2f}" if isinstance(h.swarm_score, int | float) else "-"
         rows.append(
             (
                 f"{h.name} ({h.hive_id})",
                 h.state.upper() if h.state == "swarm" else h.state,
+                _since(h.since),
                 score,
                 _short_time(h.last_seen),
-                h.model_version or "-",
-                h.expected_state + ("" if h.ok else "  <-- differs"),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+#: What a swarm state means and what to do, for the terminal and the dashboard alike.
+SWARM_ADVICE = (
+    "sounds like a colony preparing to swarm or swarming: look at the hive soon. A prime swarm usually "
+    "leaves between late morning and early afternoon; capped queen cells are the sign to look for."
+)
+
+
+def format_notes(result: DemoResult) -> str:
+    """What the table means: swarming hives and what to do, hives the collector cannot judge and why, and
+    whether every synthetic hive shows the state it was generated with."""
+    notes = []
+    for h in result.hives:
+        if h.state == "swarm":
+            notes.append(f"{h.name} {SWARM_ADVICE}")
+        elif h.state == "unknown":
+            notes.append(f"{h.name}: cannot tell yet — {h.reason_text or 'too few readings'}")
+    differ = [h for h in result.hives if not h.ok]
+    if differ:
+        notes.append(
+            "These synthetic hives do not show the state they were generated with: "
+            + ", ".join(f"{h.name} (generated {h.expected_state}, shows {h.state})" for h in differ)
+        )
+    else:
+        notes.append(f"All {len(result.hives)} synthetic hives show the state they were generated with.")
+    return "\n".join(notes)
+
+
+def _since(value: str | None) -> str:
+    if not value:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    minutes = max(0, int((datetime.now(UTC) - moment).total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    ago = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return f"{moment.astimezone().strftime('%H:%M')} ({ago})"
 
 
 def _short_time(value: str | None) -> str:
