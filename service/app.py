@@ -23,7 +23,7 @@ from beeaudio.collector.context import AppContext
 from beeaudio.collector.db import make_engine
 from beeaudio.collector.http_errors import install_error_handlers
 from beeaudio.collector.settings import Settings, resolve_admin_token
-from beeaudio.collector.store.hive_state import sweep_offline
+from beeaudio.collector.store.hive_state import rederive_stale, sweep_offline
 from beeaudio.collector.timeutil import wall_clock_ms
 from beeaudio.collector.webhooks import WebhookPolicy, WebhookWorker
 from beeaudio.core.wire import MODELS_PATH
@@ -133,6 +133,13 @@ def create_app(
     context = build_context(settings, clock_ms=clock_ms)
     if run_migrations:
         migrate.upgrade(engine=context.engine)
+        # After an upgrade that changed how states are derived, every hive's steps are derived again.
+        rederive_stale(
+            engine=context.engine,
+            defaults=context.defaults,
+            webhook_urls=context.webhook_urls,
+            now_ms=context.clock_ms(),
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -2,9 +2,11 @@
 
 Times are stored as integers (epoch milliseconds; rollup buckets as epoch seconds) so that bucket arithmetic
 is the same plain integer SQL on SQLite and PostgreSQL. Every table that holds readings (events, rollups,
-heartbeats) carries both the hive id and the device id. The schema itself is created by the Alembic
-migrations in ``service/migrations``; these ``Table`` objects describe it for queries, and a test holds
-the two to each other.
+heartbeats) carries both the hive id and the device id. Rollups count every window and, separately, the
+*evidence* windows (a usable signal the model knows) and those without signal, with a poor signal or
+unfamiliar to the model (see ``beeaudio.collector.state.window_kind``). The schema itself is created by
+the Alembic migrations in ``service/migrations``; these ``Table`` objects describe it for queries, and a
+test holds the two to each other.
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ metadata = sa.MetaData()
 
 #: Integer primary keys that autoincrement on both databases (SQLite only does it for INTEGER).
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+ZERO = sa.text("0")
+
+
+def _same_as(column: str) -> Any:
+    """A default that copies another column of the inserted row: a rollup written without the evidence
+    split (a bulk load of v1 readings, e.g. bench/collector.py) counts every window as evidence, as v1
+    events do. The collector's own ingest always gives both."""
+
+    def default(context: Any) -> Any:
+        return context.get_current_parameters()[column]
+
+    return default
+
 
 hives = sa.Table(
     "hives",
@@ -65,6 +80,10 @@ events = sa.Table(
     sa.Column("probabilities", sa.JSON, nullable=False),
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("received_ms", sa.BigInteger, nullable=False),
+    # beeaudio.event/2: the signal check and the novelty score; NULL on v1 events (never checked).
+    sa.Column("quality", sa.String(16), nullable=True),
+    sa.Column("novelty", sa.Float, nullable=True),
+    sa.Column("novelty_threshold", sa.Float, nullable=True),
     # Unique per device: a device can only ever collide with its own ids, never suppress another's.
     sa.UniqueConstraint("device_id", "event_id", name="uq_events_device_event"),
     sa.Index("ix_events_hive_time", "hive_id", "window_start_ms", "id"),
@@ -79,6 +98,14 @@ rollups = sa.Table(
     sa.Column("n", sa.Integer, nullable=False),
     sa.Column("swarm_sum", sa.Float, nullable=False),
     sa.Column("level_sum", sa.Float, nullable=False),
+    # The windows that count towards the state, and those that do not, by why (n is their total).
+    sa.Column("n_evidence", sa.Integer, nullable=False, default=_same_as("n"), server_default=ZERO),
+    sa.Column(
+        "evidence_swarm_sum", sa.Float, nullable=False, default=_same_as("swarm_sum"), server_default=ZERO
+    ),
+    sa.Column("n_no_signal", sa.Integer, nullable=False, default=0, server_default=ZERO),
+    sa.Column("n_poor_signal", sa.Integer, nullable=False, default=0, server_default=ZERO),
+    sa.Column("n_unfamiliar", sa.Integer, nullable=False, default=0, server_default=ZERO),
     sa.Index("ix_rollups_hive_bucket", "hive_id", "bucket_start"),
 )
 
@@ -91,6 +118,8 @@ rollup_labels = sa.Table(
     sa.Column("label", sa.String(100), primary_key=True),
     sa.Column("n_top", sa.Integer, nullable=False),
     sa.Column("prob_sum", sa.Float, nullable=False),
+    # How many evidence windows this label won (the status's label counts cover evidence only).
+    sa.Column("n_top_evidence", sa.Integer, nullable=False, default=_same_as("n_top"), server_default=ZERO),
     sa.Index("ix_rollup_labels_hive_bucket", "hive_id", "bucket_start"),
 )
 
@@ -123,6 +152,16 @@ hive_state = sa.Table(
     sa.Column("model_version", sa.String(100), nullable=True),
     sa.Column("offline_alerted", sa.Boolean, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    # Why the state is unknown, and the last step's window by kind (n_window counts its evidence).
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("window_seconds", sa.Float, nullable=True),
+    sa.Column("n_readings", sa.Integer, nullable=False, server_default=ZERO),
+    sa.Column("n_no_signal", sa.Integer, nullable=False, server_default=ZERO),
+    sa.Column("n_poor_signal", sa.Integer, nullable=False, server_default=ZERO),
+    sa.Column("n_unfamiliar", sa.Integer, nullable=False, server_default=ZERO),
+    sa.Column("silent_alerted", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The rules the stored steps were derived with; older rows are re-derived (store.hive_state).
+    sa.Column("rules_version", sa.Integer, nullable=False, server_default=sa.text("1")),
 )
 
 heartbeats = sa.Table(

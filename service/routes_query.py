@@ -73,7 +73,8 @@ async def get_hive(
 async def get_status(
     hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> dict[str, Any]:
-    """The hive's state: one stored row, plus ``offline`` decided now from when data last arrived."""
+    """The hive's state: one stored row, plus ``offline`` decided now from when data last arrived. An
+    ``unknown`` hive says why (``reason``, ``reason_text``); ``window`` counts its recent readings by kind."""
     return await _status(context, hive_id)
 
 
@@ -149,7 +150,8 @@ async def get_alerts(
     _: Principal = Depends(require_reader),
     context: AppContext = Depends(get_context),
 ) -> list[dict[str, Any]]:
-    """Alerts (swarm_started, swarm_ended, hive_offline, hive_back); without ``since``, the latest ones."""
+    """Alerts (swarm_started, swarm_ended, hive_offline, hive_back, microphone_silent, microphone_back);
+    without ``since``, the latest ones."""
     since_ms = _time_param("since", since)
     return await run_in_threadpool(
         alert_list, engine=context.engine, hive_id=hive_id, since_ms=since_ms, limit=limit

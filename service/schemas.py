@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from beeaudio.collector.state import REASONS
+from beeaudio.collector.store.alerts import ALERT_KINDS
 from beeaudio.core import wire
 
 #: A heartbeat's disk size: a signed 64-bit integer (wire.py sets no limit for byte counts).
@@ -99,6 +101,17 @@ class PublishIn(_In):
     hive_id: str | None = None
 
 
+class WindowOut(BaseModel):
+    """The readings of the hive's current window, by kind (every reading is exactly one)."""
+
+    seconds: float = Field(description="how far back the window reached (smoothing, or the look-back)")
+    readings: int = Field(description="every window received")
+    evidence: int = Field(description="a usable signal the model knows: the only ones that count")
+    no_signal: int = Field(description="no signal: a dead or unplugged microphone")
+    poor_signal: int = Field(description="clipped, dropping out or with a large DC offset")
+    unfamiliar: int = Field(description="a usable signal beyond the model's novelty threshold")
+
+
 class HiveStatus(BaseModel):
     hive_id: str
     name: str
@@ -108,9 +121,12 @@ class HiveStatus(BaseModel):
     last_seen: str | None
     last_event: str | None
     model_version: str | None
-    swarm_score: float | None
-    n_window: int
-    counts: dict[str, int]
+    swarm_score: float | None = Field(description="smoothed swarm score of the window's evidence windows")
+    n_window: int = Field(description="evidence windows in the window")
+    counts: dict[str, int] = Field(description="winning labels of the window's evidence windows")
+    reason: Literal[REASONS] | None = Field(description="why the state is unknown (null otherwise)")
+    reason_text: str | None = Field(description="the reason in words, with the window's numbers")
+    window: WindowOut
     params: dict[str, float | int]
     created_at: str | None = None
 
@@ -121,6 +137,11 @@ class HistoryBucket(BaseModel):
     counts: dict[str, int]
     mean_probabilities: dict[str, float]
     mean_swarm_score: float
+    n_evidence: int
+    n_no_signal: int
+    n_poor_signal: int
+    n_unfamiliar: int
+    mean_evidence_swarm_score: float | None
 
 
 class HistoryOut(BaseModel):
@@ -134,7 +155,7 @@ class HistoryOut(BaseModel):
 class AlertOut(BaseModel):
     alert_id: str
     hive_id: str
-    kind: Literal["swarm_started", "swarm_ended", "hive_offline", "hive_back"]
+    kind: Literal[ALERT_KINDS]
     at: str
     created_at: str
     details: dict[str, Any]

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     confirm_buckets: int = Field(default=StateParams.confirm_buckets, ge=1)
     min_events: int = Field(default=StateParams.min_events, ge=1)
     offline_after_seconds: float = Field(default=StateParams.offline_after_seconds, gt=0)
+    max_lookback_seconds: float = Field(default=StateParams.max_lookback_seconds, gt=0)
+    no_signal_fraction: float = Field(default=StateParams.no_signal_fraction, gt=0, le=1)
+    silent_min_events: int = Field(default=StateParams.silent_min_events, ge=1)
+    unfamiliar_fraction: float = Field(default=StateParams.unfamiliar_fraction, gt=0, le=1)
 
     # Background work.
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
@@ -84,6 +88,10 @@ class Settings(BaseSettings):
             confirm_buckets=self.confirm_buckets,
             min_events=self.min_events,
             offline_after_seconds=self.offline_after_seconds,
+            max_lookback_seconds=self.max_lookback_seconds,
+            no_signal_fraction=self.no_signal_fraction,
+            silent_min_events=self.silent_min_events,
+            unfamiliar_fraction=self.unfamiliar_fraction,
         )
         defaults.check()
         return defaults

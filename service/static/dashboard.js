@@ -29,6 +29,8 @@
     swarm_ended: "Swarm ended",
     hive_offline: "Hive offline",
     hive_back: "Hive back online",
+    microphone_silent: "Microphone silent",
+    microphone_back: "Microphone signal back",
   };
   const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -317,34 +319,61 @@
     fact("Model", hive.model_version || "—", "fact-wide", hive.model_version || "");
     card.append(facts);
 
+    // An unknown hive always says why (a silent microphone, unfamiliar audio, too few readings ...).
+    if (state === "unknown" && hive.reason_text) {
+      const reason = el("p", "reason reason-" + (hive.reason || "other"), hive.reason_text);
+      reason.dataset.reason = hive.reason || "";
+      card.append(reason);
+    }
+
     const caption = el("div", "chart-caption");
     caption.append(
       el("span", "legend legend-score", "swarm score"),
       el("span", "legend legend-swarm", "swarming"),
       el("span", "legend legend-offline", "offline"),
-      el("span", "legend-range", "last " + app.range.replace("h", " h").replace("d", " d")),
     );
+    const silentHere =
+      hive.reason === "no_signal" ||
+      app.alerts.some((a) => a.hive_id === hive.hive_id && a.kind === "microphone_silent");
+    if (silentHere) caption.append(el("span", "legend legend-silent", "no signal"));
+    caption.append(el("span", "legend-range", "last " + app.range.replace("h", " h").replace("d", " d")));
     const chart = el("div", "chart");
     chart.dataset.chart = hive.hive_id;
     card.append(caption, chart);
 
     const counts = hive.counts && typeof hive.counts === "object" ? Object.entries(hive.counts) : [];
-    if (counts.length) {
+    const left = notCounted(hive.window);
+    if (counts.length || left.length) {
       const line = el("p", "counts");
       line.append("Latest windows: ");
       counts.forEach(([label, n], i) => {
         if (i) line.append(" · ");
         line.append(el("span", "count-" + label, n + " " + label));
       });
+      // Windows the state did not count (no signal, poor signal, unfamiliar), so the numbers add up.
+      if (left.length) {
+        if (counts.length) line.append(" · ");
+        line.append(el("span", "count-excluded", "not counted: " + left.join(", ")));
+      }
       card.append(line);
     }
     return card;
   }
 
+  function notCounted(window) {
+    if (!window || typeof window !== "object") return [];
+    const parts = [];
+    if (window.no_signal) parts.push(window.no_signal + " without signal");
+    if (window.poor_signal) parts.push(window.poor_signal + " poor signal");
+    if (window.unfamiliar) parts.push(window.unfamiliar + " unfamiliar");
+    return parts;
+  }
+
   function stateIntervals(hive, start, end) {
     // Swarm and offline periods from this hive's alerts; the current state closes the picture up to now.
     const intervals = [];
-    const open = { swarm: null, offline: null };
+    const open = { swarm: null, offline: null, silent: null };
+    const closes = { swarm_ended: "swarm", hive_back: "offline", microphone_back: "silent" };
     const alerts = app.alerts
       .filter((a) => a.hive_id === hive.hive_id)
       .map((a) => ({ kind: a.kind, at: parseTime(a.at) }))
@@ -354,15 +383,17 @@
       const t = alert.at.getTime();
       if (alert.kind === "swarm_started") open.swarm = t;
       else if (alert.kind === "hive_offline") open.offline = t;
-      else if (alert.kind === "swarm_ended" || alert.kind === "hive_back") {
-        const kind = alert.kind === "swarm_ended" ? "swarm" : "offline";
+      else if (alert.kind === "microphone_silent") open.silent = t;
+      else if (closes[alert.kind]) {
+        const kind = closes[alert.kind];
         intervals.push({ kind, from: open[kind] === null ? start : open[kind], to: t });
         open[kind] = null;
       }
     }
-    const state = stateOf(hive);
+    // "silent" is not a state of its own: an unknown hive whose reason is no_signal.
+    const state = hive.state === "unknown" && hive.reason === "no_signal" ? "silent" : stateOf(hive);
     const since = parseTime(hive.since);
-    for (const kind of ["swarm", "offline"]) {
+    for (const kind of ["swarm", "offline", "silent"]) {
       if (open[kind] !== null) intervals.push({ kind, from: open[kind], to: state === kind ? end : open[kind] });
       else if (state === kind) intervals.push({ kind, from: since ? since.getTime() : start, to: end });
     }
@@ -456,11 +487,16 @@
 
     const cached = app.history.get(hive.hive_id);
     const bucketSeconds = (cached && cached.data && cached.data.bucket_seconds) || range.bucket;
-    const points = asList(cached && cached.data, "buckets")
+    const buckets = asList(cached && cached.data, "buckets");
+    const points = buckets
       .map((b) => {
         const t = parseTime(b.start);
-        let score = b.mean_swarm_score;
-        if (typeof score !== "number" && b.mean_probabilities) score = b.mean_probabilities.swarm;
+        // The score of the windows that count (a silent or unfamiliar stretch is a gap, not a calm hive);
+        // collectors that predate the evidence split only have the mean of every window.
+        let score = "mean_evidence_swarm_score" in b ? b.mean_evidence_swarm_score : b.mean_swarm_score;
+        if (typeof score !== "number" && !("mean_evidence_swarm_score" in b) && b.mean_probabilities) {
+          score = b.mean_probabilities.swarm;
+        }
         return t && typeof score === "number" ? { t: t.getTime() + (bucketSeconds * 1000) / 2, v: score, b } : null;
       })
       .filter((p) => p && p.t >= start && p.t <= end)
@@ -468,7 +504,7 @@
 
     if (points.length === 0) {
       const empty = svg("text", { class: "nodata", x: pad.left + plotW / 2, y: pad.top + plotH / 2 + 4, "text-anchor": "middle" });
-      empty.textContent = "no readings in the last " + app.range;
+      empty.textContent = (buckets.length ? "no usable readings in the last " : "no readings in the last ") + app.range;
       root.append(empty);
     } else {
       // Connect readings unless the hive was silent for a while: a gap in the line is a gap in the data.
@@ -563,6 +599,9 @@
     }
     if (alert.kind === "hive_offline" && typeof details.offline_after_seconds === "number") {
       return "no readings for more than " + Math.round(details.offline_after_seconds / 60) + " min";
+    }
+    if (alert.kind === "microphone_silent" && typeof details.no_signal === "number") {
+      return details.no_signal + " of the last " + details.readings + " readings had no signal: check the microphone";
     }
     return "";
   }

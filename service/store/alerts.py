@@ -26,7 +26,9 @@ SWARM_STARTED, SWARM_ENDED, HIVE_OFFLINE, HIVE_BACK = (
     "hive_offline",
     "hive_back",
 )
-ALERT_KINDS = (SWARM_STARTED, SWARM_ENDED, HIVE_OFFLINE, HIVE_BACK)
+#: The hive's recent windows are mostly without signal (a dead or unplugged microphone), and its end.
+MICROPHONE_SILENT, MICROPHONE_BACK = "microphone_silent", "microphone_back"
+ALERT_KINDS = (SWARM_STARTED, SWARM_ENDED, HIVE_OFFLINE, HIVE_BACK, MICROPHONE_SILENT, MICROPHONE_BACK)
 
 #: States of a webhook delivery.
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -71,13 +73,16 @@ def record_alert(
     return alert_id
 
 
+def last_alert_ms(*, conn: Connection, hive_id: str, kinds: tuple[str, ...]) -> int | None:
+    """When the hive's latest alert of one of ``kinds`` is dated, or None."""
+    return conn.execute(
+        sa.select(sa.func.max(alerts.c.at_ms)).where(alerts.c.hive_id == hive_id, alerts.c.kind.in_(kinds))
+    ).scalar()
+
+
 def last_swarm_alert_ms(*, conn: Connection, hive_id: str) -> int | None:
     """When the hive's latest ``swarm_started`` / ``swarm_ended`` is dated, or None."""
-    return conn.execute(
-        sa.select(sa.func.max(alerts.c.at_ms)).where(
-            alerts.c.hive_id == hive_id, alerts.c.kind.in_((SWARM_STARTED, SWARM_ENDED))
-        )
-    ).scalar()
+    return last_alert_ms(conn=conn, hive_id=hive_id, kinds=(SWARM_STARTED, SWARM_ENDED))
 
 
 def alert_json(row: Any) -> dict[str, Any]:

@@ -3,17 +3,20 @@
 The current state of a hive lives in one ``hive_state`` row (a status query reads that row). It is the last
 of the hive's ``hive_steps``: one row per rollup bucket with data, each the state machine of
 ``beeaudio.collector.state`` advanced by that bucket. When events land in bucket ``b`` (in order or
-late), the steps
-from ``b`` on are re-evaluated from the rollups; the walk stops as soon as a step is past the reach of the
-changed buckets (``smoothing_seconds``) and comes out as it was stored, because every later step then
-follows unchanged. So the stored state is always the one in-order arrival would have given.
+late), the steps from ``b`` on are re-evaluated from the rollups; the walk stops as soon as a step is past
+the reach of the changed buckets (``StateParams.reach_seconds``: the smoothing window, or the look-back a
+sparse hive's window may take) and comes out as it was stored, because every later step then follows
+unchanged. So the stored state is always the one in-order arrival would have given.
+
+``rules_version`` in the state row says which rules its steps were derived with: a hive whose steps are
+older than :data:`RULES_VERSION` is re-derived from its rollups (at start-up, and before its next batch).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,24 +29,31 @@ from beeaudio.collector.db import (
     hives,
     insert_for,
     lock_clause,
+    read_transaction,
     rollup_labels,
     rollups,
     write_transaction,
 )
 from beeaudio.collector.state import (
     INITIAL,
+    NO_READINGS,
+    NO_SIGNAL,
     SWARM,
     UNKNOWN,
     StateParams,
     Step,
+    Window,
     confidence,
     hive_params,
     next_step,
 )
 from beeaudio.collector.store.alerts import (
     HIVE_OFFLINE,
+    MICROPHONE_BACK,
+    MICROPHONE_SILENT,
     SWARM_ENDED,
     SWARM_STARTED,
+    last_alert_ms,
     last_swarm_alert_ms,
     record_alert,
 )
@@ -54,6 +64,10 @@ log = logging.getLogger(__name__)
 
 #: Buckets read per query while walking the steps (bounds memory for a long backlog).
 CHUNK = 2000
+#: The rules the steps are derived with. 1: every window counted, smoothing window only. 2 (schema 0002):
+#: evidence windows only, the look-back for sparse hives, reasons and the microphone-silent alert.
+RULES_VERSION = 2
+_MICROPHONE_ALERTS = (MICROPHONE_SILENT, MICROPHONE_BACK)
 
 
 def new_state_row(*, hive_id: str, now_ms: int) -> dict[str, Any]:
@@ -71,6 +85,21 @@ def new_state_row(*, hive_id: str, now_ms: int) -> dict[str, Any]:
         "model_version": None,
         "offline_alerted": False,
         "updated_ms": now_ms,
+        **_no_readings(),
+        "silent_alerted": False,
+    }
+
+
+def _no_readings() -> dict[str, Any]:
+    """The state-row values of a hive with nothing to derive a state from."""
+    return {
+        "reason": NO_READINGS,
+        "window_seconds": None,
+        "n_readings": 0,
+        "n_no_signal": 0,
+        "n_poor_signal": 0,
+        "n_unfamiliar": 0,
+        "rules_version": RULES_VERSION,
     }
 
 
@@ -87,6 +116,7 @@ def _step_from_row(row: Any) -> Step:
 
 
 def _same(a: Step, b: Step) -> bool:
+    """The stored fields are equal (``reason`` and ``window`` follow from the same window)."""
     scores_equal = (a.score is None and b.score is None) or (
         a.score is not None and b.score is not None and abs(a.score - b.score) <= 1e-9
     )
@@ -100,18 +130,63 @@ def _same(a: Step, b: Step) -> bool:
     ) == (b.bucket_start, b.n_window, b.state, b.pending, b.since_ms, b.pending_since_ms)
 
 
-def _buckets(*, conn: Connection, hive_id: str, start: int) -> Iterator[tuple[int, int, float]]:
-    """(bucket_start, n, swarm_sum) of the hive, all devices summed, from ``start`` on, in order."""
+@dataclass
+class _Totals:
+    """One bucket's rollups (all devices summed), or a running sum of several."""
+
+    bucket: int = 0
+    evidence: int = 0
+    evidence_swarm_sum: float = 0.0
+    no_signal: int = 0
+    poor_signal: int = 0
+    unfamiliar: int = 0
+
+    def add(self, other: _Totals, sign: int = 1) -> None:
+        self.evidence += sign * other.evidence
+        self.evidence_swarm_sum += sign * other.evidence_swarm_sum
+        self.no_signal += sign * other.no_signal
+        self.poor_signal += sign * other.poor_signal
+        self.unfamiliar += sign * other.unfamiliar
+
+    def window(self, *, seconds: float, first_bucket: int | None) -> Window:
+        return Window(
+            seconds=seconds,
+            first_bucket=first_bucket,
+            evidence=self.evidence,
+            evidence_swarm_sum=self.evidence_swarm_sum,
+            no_signal=self.no_signal,
+            poor_signal=self.poor_signal,
+            unfamiliar=self.unfamiliar,
+        )
+
+
+def _buckets(*, conn: Connection, hive_id: str, start: int, stop: int | None = None) -> Iterator[_Totals]:
+    """The hive's buckets, all devices summed, from ``start`` on (up to ``stop`` included), in order."""
+    columns = (
+        sa.func.sum(rollups.c.n_evidence),
+        sa.func.sum(rollups.c.evidence_swarm_sum),
+        sa.func.sum(rollups.c.n_no_signal),
+        sa.func.sum(rollups.c.n_poor_signal),
+        sa.func.sum(rollups.c.n_unfamiliar),
+    )
     while True:
+        query = sa.select(rollups.c.bucket_start, *columns).where(
+            rollups.c.hive_id == hive_id, rollups.c.bucket_start >= start
+        )
+        if stop is not None:
+            query = query.where(rollups.c.bucket_start <= stop)
         rows = conn.execute(
-            sa.select(rollups.c.bucket_start, sa.func.sum(rollups.c.n), sa.func.sum(rollups.c.swarm_sum))
-            .where(rollups.c.hive_id == hive_id, rollups.c.bucket_start >= start)
-            .group_by(rollups.c.bucket_start)
-            .order_by(rollups.c.bucket_start)
-            .limit(CHUNK)
+            query.group_by(rollups.c.bucket_start).order_by(rollups.c.bucket_start).limit(CHUNK)
         ).all()
-        for bucket, n, swarm_sum in rows:
-            yield int(bucket), int(n), float(swarm_sum)
+        for bucket, evidence, swarm_sum, no_signal, poor, unfamiliar in rows:
+            yield _Totals(
+                bucket=int(bucket),
+                evidence=int(evidence),
+                evidence_swarm_sum=float(swarm_sum),
+                no_signal=int(no_signal),
+                poor_signal=int(poor),
+                unfamiliar=int(unfamiliar),
+            )
         if len(rows) < CHUNK:
             return
         start = int(rows[-1][0]) + 1
@@ -158,12 +233,66 @@ def _save_steps(*, conn: Connection, hive_id: str, steps: list[Step]) -> None:
     )
 
 
+class _Windows:
+    """The sliding window of the steps: ``core`` holds the buckets of the last ``smoothing_seconds``
+    (with a running sum), ``older`` the ones behind it that a sparse hive's window may still reach.
+
+    ``load_older`` gives the buckets before the first one pushed that are still within reach, oldest
+    first. It is called once, and only when a step needs to look back: a hive that reports steadily never
+    needs it, so a live batch reads the smoothing window's buckets only, as before the look-back."""
+
+    def __init__(self, params: StateParams, *, load_older: Callable[[], list[_Totals]]) -> None:
+        self.params = params
+        self._load_older: Callable[[], list[_Totals]] | None = load_older
+        self.smoothing_ms = int(params.smoothing_seconds * 1000)
+        self.reach_ms = int(params.reach_seconds * 1000)
+        self.core: deque[_Totals] = deque()
+        self.older: deque[_Totals] = deque()
+        self.core_sum = _Totals()
+
+    def push(self, totals: _Totals) -> None:
+        bucket_ms = totals.bucket * 1000
+        self.core.append(totals)
+        self.core_sum.add(totals)
+        while self.core and self.core[0].bucket * 1000 <= bucket_ms - self.smoothing_ms:
+            old = self.core.popleft()
+            self.core_sum.add(old, sign=-1)
+            self.older.append(old)
+        self._forget(bucket_ms)
+
+    def _forget(self, bucket_ms: int) -> None:
+        while self.older and self.older[0].bucket * 1000 <= bucket_ms - self.reach_ms:
+            self.older.popleft()
+
+    def window(self, bucket: int) -> Window:
+        """The window of the step at ``bucket`` (the last one pushed): the smoothing window, reaching
+        further back, bucket by bucket, while it holds fewer than ``min_events`` evidence windows."""
+        needed = self.params.min_events
+        first = self.core[0].bucket if self.core else None
+        if self.core_sum.evidence >= needed:
+            return self.core_sum.window(seconds=self.params.smoothing_seconds, first_bucket=first)
+        if self._load_older is not None:
+            earlier, self._load_older = self._load_older(), None
+            self.older.extendleft(reversed(earlier))
+            self._forget(bucket * 1000)
+        reached = _Totals()
+        reached.add(self.core_sum)
+        for totals in reversed(self.older):
+            reached.add(totals)
+            first = totals.bucket
+            if reached.evidence >= needed:
+                seconds = max(self.params.smoothing_seconds, float(bucket - first))
+                return reached.window(seconds=seconds, first_bucket=first)
+        # Not enough even this far back: the window is everything within reach, and says how far that is.
+        return reached.window(seconds=self.params.reach_seconds, first_bucket=first)
+
+
 def recompute_steps(
     *, conn: Connection, hive_id: str, first_bucket: int, last_touched: int, params: StateParams
 ) -> Step | None:
     """Re-evaluate the hive's steps from ``first_bucket``; returns the new last step, or None when the
     walk stopped early because the last step could not have changed."""
-    window_ms = int(params.smoothing_seconds * 1000)
+    reach_ms = int(params.reach_seconds * 1000)
     previous_row = conn.execute(
         sa.select(hive_steps)
         .where(hive_steps.c.hive_id == hive_id, hive_steps.c.bucket_start < first_bucket)
@@ -171,33 +300,33 @@ def recompute_steps(
         .limit(1)
     ).first()
     previous = _step_from_row(previous_row) if previous_row is not None else INITIAL
-    # Buckets whose events are inside the smoothing window of the first re-evaluated step.
-    reach_start = first_bucket - window_ms // 1000
-    window: deque[tuple[int, int, float]] = deque()
-    n_sum, s_sum = 0, 0.0
+    # The first step's smoothing window is read with the walk; the buckets behind it that its look-back
+    # can reach (start > first - reach) only if a step needs them.
+    walk_start = first_bucket - -(-int(params.smoothing_seconds * 1000) // 1000) + 1
+    reach_start = first_bucket - -(-reach_ms // 1000) + 1
+
+    def load_older() -> list[_Totals]:
+        if reach_start >= walk_start:
+            return []
+        return list(_buckets(conn=conn, hive_id=hive_id, start=reach_start, stop=walk_start - 1))
+
+    windows = _Windows(params, load_older=load_older)
     changed: list[Step] = []
     stored: dict[int, Step] = {}
     stored_until = first_bucket - 1
     last: Step | None = None
-    for bucket, n, swarm_sum in _buckets(conn=conn, hive_id=hive_id, start=reach_start + 1):
-        window.append((bucket, n, swarm_sum))
-        n_sum += n
-        s_sum += swarm_sum
-        while window and window[0][0] * 1000 <= bucket * 1000 - window_ms:
-            _, old_n, old_sum = window.popleft()
-            n_sum -= old_n
-            s_sum -= old_sum
+    for totals in _buckets(conn=conn, hive_id=hive_id, start=walk_start):
+        bucket = totals.bucket
+        windows.push(totals)
         if bucket < first_bucket:
             continue
-        step = next_step(
-            previous=previous, bucket_start=bucket, n_window=n_sum, swarm_sum=s_sum, params=params
-        )
+        step = next_step(previous=previous, bucket_start=bucket, window=windows.window(bucket), params=params)
         if bucket > stored_until:
             stored_until = bucket + CHUNK * 60
             stored = _stored_steps(conn=conn, hive_id=hive_id, start=bucket, stop=stored_until)
         old = stored.get(bucket)
         if old is not None and _same(old, step):
-            if bucket * 1000 - window_ms >= last_touched * 1000:
+            if bucket * 1000 - reach_ms >= last_touched * 1000:
                 _save_steps(conn=conn, hive_id=hive_id, steps=changed)
                 return None
         else:
@@ -211,19 +340,54 @@ def recompute_steps(
     return last
 
 
-def window_counts(*, conn: Connection, hive_id: str, last_bucket: int, params: StateParams) -> dict[str, int]:
-    """Per-label counts (winning label) over the smoothing window that ends with ``last_bucket``."""
-    low = last_bucket - int(params.smoothing_seconds)
+def window_counts(*, conn: Connection, hive_id: str, step: Step) -> dict[str, int]:
+    """Per-label counts (winning label) of the evidence windows in the step's window."""
+    window = step.window
+    if window is None or window.first_bucket is None:
+        return {}
     rows = conn.execute(
-        sa.select(rollup_labels.c.label, sa.func.sum(rollup_labels.c.n_top))
+        sa.select(rollup_labels.c.label, sa.func.sum(rollup_labels.c.n_top_evidence))
         .where(
             rollup_labels.c.hive_id == hive_id,
-            rollup_labels.c.bucket_start > low,
-            rollup_labels.c.bucket_start <= last_bucket,
+            rollup_labels.c.bucket_start >= window.first_bucket,
+            rollup_labels.c.bucket_start <= step.bucket_start,
         )
         .group_by(rollup_labels.c.label)
     ).all()
     return {label: int(n) for label, n in sorted(rows) if n}
+
+
+def _silent_since_ms(*, conn: Connection, hive_id: str, step: Step, params: StateParams) -> int:
+    """When the microphone went quiet: the first bucket with silent windows after the last bucket that
+    held evidence (within the step's reach)."""
+    low = step.bucket_start - int(params.reach_seconds)
+    in_reach = (
+        rollups.c.hive_id == hive_id,
+        rollups.c.bucket_start > low,
+        rollups.c.bucket_start <= step.bucket_start,
+    )
+    last_heard = conn.execute(
+        sa.select(sa.func.max(rollups.c.bucket_start)).where(*in_reach, rollups.c.n_evidence > 0)
+    ).scalar()
+    after = low if last_heard is None else int(last_heard)
+    first_silent = conn.execute(
+        sa.select(sa.func.min(rollups.c.bucket_start)).where(
+            *in_reach, rollups.c.n_no_signal > 0, rollups.c.bucket_start > after
+        )
+    ).scalar()
+    return int(first_silent if first_silent is not None else step.bucket_start) * 1000
+
+
+def _window_values(step: Step) -> dict[str, Any]:
+    window = step.window or Window(seconds=0.0)
+    return {
+        "reason": step.reason if step.state == UNKNOWN else None,
+        "window_seconds": window.seconds,
+        "n_readings": window.readings,
+        "n_no_signal": window.no_signal,
+        "n_poor_signal": window.poor_signal,
+        "n_unfamiliar": window.unfamiliar,
+    }
 
 
 def apply_step(
@@ -231,20 +395,23 @@ def apply_step(
     conn: Connection,
     hive_id: str,
     step: Step,
-    previous_state: str,
+    current: Any,
     params: StateParams,
     webhook_urls: list[str],
     now_ms: int,
 ) -> dict[str, Any]:
-    """The state-row values for a new last step, and the alert for a change into or out of ``swarm``."""
+    """The state-row values for a new last step, and the alerts its change brings: into or out of
+    ``swarm``, and into or out of a silent microphone. ``current`` is the hive's state row before."""
+    previous_state = current.state
     values = {
         "state": step.state,
         "since_ms": step.since_ms,
         "confidence": confidence(state=step.state, score=step.score),
         "score": step.score,
         "n_window": step.n_window,
-        "counts": window_counts(conn=conn, hive_id=hive_id, last_bucket=step.bucket_start, params=params),
+        "counts": window_counts(conn=conn, hive_id=hive_id, step=step),
         "last_bucket": step.bucket_start,
+        **_window_values(step),
     }
     if step.state != previous_state and SWARM in (step.state, previous_state):
         kind = SWARM_STARTED if step.state == SWARM else SWARM_ENDED
@@ -271,7 +438,63 @@ def apply_step(
             webhook_urls=webhook_urls,
             now_ms=now_ms,
         )
+    values.update(
+        _microphone_alert(
+            conn=conn,
+            hive_id=hive_id,
+            step=step,
+            current=current,
+            params=params,
+            webhook_urls=webhook_urls,
+            now_ms=now_ms,
+        )
+    )
     return values
+
+
+def _microphone_alert(
+    *,
+    conn: Connection,
+    hive_id: str,
+    step: Step,
+    current: Any,
+    params: StateParams,
+    webhook_urls: list[str],
+    now_ms: int,
+) -> dict[str, Any]:
+    """``microphone_silent`` once when the current step says the window is mostly without signal,
+    ``microphone_back`` once when it no longer does: like ``hive_offline``/``hive_back``, a flag in the
+    state row makes each fire once per silence, whatever is re-sent or arrives late."""
+    silent = step.reason == NO_SIGNAL
+    if silent == bool(current.silent_alerted):
+        return {}
+    window = step.window or Window(seconds=0.0)
+    counts = {
+        "readings": window.readings,
+        "no_signal": window.no_signal,
+        "evidence": window.evidence,
+        "window_seconds": window.seconds,
+    }
+    # Dated in event time, never before the previous microphone alert (they alternate, forwards).
+    previous_ms = last_alert_ms(conn=conn, hive_id=hive_id, kinds=_MICROPHONE_ALERTS)
+    if silent:
+        since_ms = _silent_since_ms(conn=conn, hive_id=hive_id, step=step, params=params)
+        kind, at_ms, details = MICROPHONE_SILENT, since_ms, {"since": iso_ms(since_ms), **counts}
+    else:
+        at_ms = step.bucket_start * 1000
+        kind, details = MICROPHONE_BACK, {"state": step.state, "reason": step.reason, **counts}
+    if previous_ms is not None:
+        at_ms = max(at_ms, previous_ms)
+    record_alert(
+        conn=conn,
+        hive_id=hive_id,
+        kind=kind,
+        at_ms=at_ms,
+        details=details,
+        webhook_urls=webhook_urls,
+        now_ms=now_ms,
+    )
+    return {"silent_alerted": silent}
 
 
 def lock_state(*, conn: Connection, hive_id: str) -> Any | None:
@@ -287,36 +510,71 @@ def rederive(
     *,
     conn: Connection,
     hive_id: str,
-    previous_state: str,
+    current: Any,
     params: StateParams,
     webhook_urls: list[str],
     now_ms: int,
-) -> None:
+) -> dict[str, Any]:
     """Forget the hive's steps and derive them again from all its rollups (call under :func:`lock_state`);
-    the state row follows, with an alert if the current state changes."""
+    returns the state-row values to write (with the alerts if the current state changes)."""
     conn.execute(sa.delete(hive_steps).where(hive_steps.c.hive_id == hive_id))
     first, last = conn.execute(
         sa.select(sa.func.min(rollups.c.bucket_start), sa.func.max(rollups.c.bucket_start)).where(
             rollups.c.hive_id == hive_id
         )
     ).one()
+    values: dict[str, Any] = {"rules_version": RULES_VERSION, "updated_ms": now_ms}
     if first is None:
-        return
+        return {
+            **values,
+            **_no_readings(),
+            "state": UNKNOWN,
+            "since_ms": None,
+            "confidence": 0.0,
+            "score": None,
+            "n_window": 0,
+            "counts": {},
+            "last_bucket": None,
+        }
     step = recompute_steps(conn=conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params)
-    if step is None:
-        return
-    values = apply_step(
+    if step is not None:  # always, with no stored steps left to stop at
+        values.update(
+            apply_step(
+                conn=conn,
+                hive_id=hive_id,
+                step=step,
+                current=current,
+                params=params,
+                webhook_urls=webhook_urls,
+                now_ms=now_ms,
+            )
+        )
+    return values
+
+
+def rederive_locked(
+    *,
+    conn: Connection,
+    hive_id: str,
+    defaults: StateParams,
+    webhook_urls: list[str],
+    now_ms: int,
+) -> None:
+    """Lock the hive's state row, re-derive its steps with its own parameters and write the row;
+    :class:`NotFound` if the hive does not exist."""
+    current = lock_state(conn=conn, hive_id=hive_id)
+    if current is None:
+        raise NotFound(f"hive {hive_id!r} does not exist")
+    overrides = conn.execute(sa.select(hives.c.params).where(hives.c.hive_id == hive_id)).scalar_one()
+    values = rederive(
         conn=conn,
         hive_id=hive_id,
-        step=step,
-        previous_state=previous_state,
-        params=params,
+        current=current,
+        params=hive_params(defaults=defaults, overrides=overrides),
         webhook_urls=webhook_urls,
         now_ms=now_ms,
     )
-    conn.execute(
-        sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(updated_ms=now_ms, **values)
-    )
+    conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(**values))
 
 
 def rebuild(
@@ -325,18 +583,37 @@ def rebuild(
     """Derive a hive's steps and state again from its rollups with its own parameters (e.g. after rollups
     were loaded in bulk); :class:`NotFound` if the hive does not exist."""
     with write_transaction(engine) as conn:
-        current = lock_state(conn=conn, hive_id=hive_id)
-        if current is None:
-            raise NotFound(f"hive {hive_id!r} does not exist")
-        overrides = conn.execute(sa.select(hives.c.params).where(hives.c.hive_id == hive_id)).scalar_one()
-        rederive(
-            conn=conn,
-            hive_id=hive_id,
-            previous_state=current.state,
-            params=hive_params(defaults=defaults, overrides=overrides),
-            webhook_urls=webhook_urls,
-            now_ms=now_ms,
+        rederive_locked(
+            conn=conn, hive_id=hive_id, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms
         )
+
+
+def rederive_stale(
+    *, engine: Engine, defaults: StateParams, webhook_urls: list[str], now_ms: int
+) -> list[str]:
+    """Re-derive every hive whose steps were derived with older rules (after an upgrade), one hive per
+    transaction; returns their ids. A hive that a batch re-derived meanwhile is skipped."""
+    with read_transaction(engine) as conn:
+        stale = list(
+            conn.execute(
+                sa.select(hive_state.c.hive_id)
+                .where(hive_state.c.rules_version != RULES_VERSION)
+                .order_by(hive_state.c.hive_id)
+            ).scalars()
+        )
+    done = []
+    for hive_id in stale:
+        with write_transaction(engine) as conn:
+            current = lock_state(conn=conn, hive_id=hive_id)
+            if current is None or current.rules_version == RULES_VERSION:
+                continue
+            rederive_locked(
+                conn=conn, hive_id=hive_id, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms
+            )
+        done.append(hive_id)
+    if done:
+        log.info("re-derived the state of %d hive(s) with the rules of version %d", len(done), RULES_VERSION)
+    return done
 
 
 @dataclass(frozen=True)

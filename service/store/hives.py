@@ -14,6 +14,7 @@ from beeaudio.collector.state import ParamsError, StateParams
 from beeaudio.collector.store.errors import Conflict, Invalid, NotFound
 from beeaudio.collector.store.hive_state import lock_state, new_state_row, rederive
 from beeaudio.collector.store.queries import hive_status, status_in
+from beeaudio.core import wire
 
 
 def _checked(*, defaults: StateParams, overrides: dict[str, Any]) -> StateParams:
@@ -37,6 +38,10 @@ def create_hive(
     :class:`Invalid` for overrides that do not validate, :class:`Conflict` for a hive id in use."""
     overrides = dict(overrides or {})
     _checked(defaults=defaults, overrides=overrides)
+    # PostgreSQL text cannot hold a NUL: refuse it here (422), for the API and the CLI alike.
+    unclean = wire.unclean_reason(name, where="name")
+    if unclean:
+        raise Invalid(unclean)
     hive_id = hive_id or f"hive-{secrets.token_hex(4)}"
     try:
         with write_transaction(engine) as conn:
@@ -68,12 +73,13 @@ def replace_params(
         if current is None:
             raise NotFound(f"hive {hive_id!r} does not exist")
         conn.execute(sa.update(hives).where(hives.c.hive_id == hive_id).values(params=overrides))
-        rederive(
+        values = rederive(
             conn=conn,
             hive_id=hive_id,
-            previous_state=current.state,
+            current=current,
             params=params,
             webhook_urls=webhook_urls,
             now_ms=now_ms,
         )
+        conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(**values))
         return status_in(conn=conn, hive_id=hive_id, defaults=defaults, now_ms=now_ms)

@@ -23,11 +23,19 @@ from beeaudio.collector.db import (
     rollups,
     write_transaction,
 )
-from beeaudio.collector.state import StateParams, hive_params
+from beeaudio.collector.state import (
+    KIND_EVIDENCE,
+    KIND_NO_SIGNAL,
+    KIND_POOR_SIGNAL,
+    KIND_UNFAMILIAR,
+    StateParams,
+    hive_params,
+    window_kind,
+)
 from beeaudio.collector.store.alerts import HIVE_BACK, record_alert
 from beeaudio.collector.store.devices import DeviceIdentity
 from beeaudio.collector.store.errors import NotFound
-from beeaudio.collector.store.hive_state import apply_step, recompute_steps
+from beeaudio.collector.store.hive_state import RULES_VERSION, apply_step, recompute_steps, rederive
 from beeaudio.collector.timeutil import to_ms
 from beeaudio.core.wire import ClassificationEvent
 
@@ -92,6 +100,9 @@ def store_batch(
                     "probabilities": e.probabilities,
                     "extra": e.extra or None,
                     "received_ms": now_ms,
+                    "quality": e.quality,
+                    "novelty": e.novelty,
+                    "novelty_threshold": e.novelty_threshold,
                 }
                 for e in unique.values()
             ]
@@ -124,25 +135,38 @@ def store_batch(
             if current.last_event_ms is None or latest_ms >= current.last_event_ms:
                 values["last_event_ms"] = latest_ms
                 values["model_version"] = latest.model_version
-            step = recompute_steps(
-                conn=conn,
-                hive_id=device.hive_id,
-                first_bucket=min(touched),
-                last_touched=max(touched),
-                params=params,
-            )
-            if step is not None:
+            if current.rules_version != RULES_VERSION:
+                # Steps derived with older rules cannot be continued: derive them all again, once.
                 values.update(
-                    apply_step(
+                    rederive(
                         conn=conn,
                         hive_id=device.hive_id,
-                        step=step,
-                        previous_state=current.state,
+                        current=current,
                         params=params,
                         webhook_urls=webhook_urls,
                         now_ms=now_ms,
                     )
                 )
+            else:
+                step = recompute_steps(
+                    conn=conn,
+                    hive_id=device.hive_id,
+                    first_bucket=min(touched),
+                    last_touched=max(touched),
+                    params=params,
+                )
+                if step is not None:
+                    values.update(
+                        apply_step(
+                            conn=conn,
+                            hive_id=device.hive_id,
+                            step=step,
+                            current=current,
+                            params=params,
+                            webhook_urls=webhook_urls,
+                            now_ms=now_ms,
+                        )
+                    )
         if current.offline_alerted:
             values["offline_alerted"] = False
             record_alert(
@@ -169,31 +193,55 @@ def store_batch(
     return result
 
 
+#: Per-bucket rollup totals, in this order (the SQL columns of ``rollups`` after the key).
+_TOTALS = (
+    "n",
+    "swarm_sum",
+    "level_sum",
+    "n_evidence",
+    "evidence_swarm_sum",
+    "n_no_signal",
+    "n_poor_signal",
+    "n_unfamiliar",
+)
+_INTEGER_TOTALS = frozenset({"n", "n_evidence", "n_no_signal", "n_poor_signal", "n_unfamiliar"})
+_KIND_COUNT = {
+    KIND_NO_SIGNAL: "n_no_signal",
+    KIND_POOR_SIGNAL: "n_poor_signal",
+    KIND_UNFAMILIAR: "n_unfamiliar",
+    KIND_EVIDENCE: "n_evidence",
+}
+
+
 def _fold_rollups(
     *, conn: Connection, device: DeviceIdentity, new_events: list[ClassificationEvent], bucket_seconds: int
 ) -> set[int]:
-    """Add the new events to their per-device buckets (atomic ``n = n + excluded.n`` upserts)."""
+    """Add the new events to their per-device buckets (atomic ``n = n + excluded.n`` upserts): every
+    window in ``n``, and by kind (evidence, no signal, poor signal, unfamiliar) in its own column."""
     insert = insert_for(conn)
-    totals: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-    labels: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    totals: dict[int, dict[str, float]] = defaultdict(lambda: dict.fromkeys(_TOTALS, 0))
+    labels: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0, 0])
     for event in new_events:
         bucket = _bucket(event.window_start, bucket_seconds=bucket_seconds)
+        kind = window_kind(quality=event.quality, unfamiliar=event.unfamiliar)
+        evidence = kind == KIND_EVIDENCE
         total = totals[bucket]
-        total[0] += 1
-        total[1] += event.swarm_score
-        total[2] += event.level_dbfs
+        total["n"] += 1
+        total["swarm_sum"] += event.swarm_score
+        total["level_sum"] += event.level_dbfs
+        total[_KIND_COUNT[kind]] += 1
+        if evidence:
+            total["evidence_swarm_sum"] += event.swarm_score
         for label, probability in event.probabilities.items():
             entry = labels[(bucket, label)]
-            entry[0] += 1 if label == event.label else 0
+            won = 1 if label == event.label else 0
+            entry[0] += won
             entry[1] += probability
+            entry[2] += won if evidence else 0
     stmt = insert(rollups)
     stmt = stmt.on_conflict_do_update(
         index_elements=[rollups.c.hive_id, rollups.c.device_id, rollups.c.bucket_start],
-        set_={
-            "n": rollups.c.n + stmt.excluded.n,
-            "swarm_sum": rollups.c.swarm_sum + stmt.excluded.swarm_sum,
-            "level_sum": rollups.c.level_sum + stmt.excluded.level_sum,
-        },
+        set_={name: rollups.c[name] + stmt.excluded[name] for name in _TOTALS},
     )
     conn.execute(
         stmt,
@@ -202,11 +250,9 @@ def _fold_rollups(
                 "hive_id": device.hive_id,
                 "device_id": device.device_id,
                 "bucket_start": bucket,
-                "n": int(n),
-                "swarm_sum": s,
-                "level_sum": lv,
+                **{name: int(v) if name in _INTEGER_TOTALS else float(v) for name, v in total.items()},
             }
-            for bucket, (n, s, lv) in sorted(totals.items())
+            for bucket, total in sorted(totals.items())
         ],
     )
     stmt = insert(rollup_labels)
@@ -220,6 +266,7 @@ def _fold_rollups(
         set_={
             "n_top": rollup_labels.c.n_top + stmt.excluded.n_top,
             "prob_sum": rollup_labels.c.prob_sum + stmt.excluded.prob_sum,
+            "n_top_evidence": rollup_labels.c.n_top_evidence + stmt.excluded.n_top_evidence,
         },
     )
     conn.execute(
@@ -232,8 +279,9 @@ def _fold_rollups(
                 "label": label,
                 "n_top": int(n),
                 "prob_sum": p,
+                "n_top_evidence": int(n_evidence),
             }
-            for (bucket, label), (n, p) in sorted(labels.items())
+            for (bucket, label), (n, p, n_evidence) in sorted(labels.items())
         ],
     )
     return set(totals)

@@ -13,10 +13,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from beeaudio.collector.db import events, hive_state, hives, read_transaction, rollup_labels, rollups
-from beeaudio.collector.state import OFFLINE, StateParams, hive_params
+from beeaudio.collector.reasons import reason_text
+from beeaudio.collector.state import (
+    NO_READINGS,
+    OFFLINE,
+    TOO_FEW_READINGS,
+    UNKNOWN,
+    StateParams,
+    Window,
+    hive_params,
+)
 from beeaudio.collector.store.errors import NotFound
 from beeaudio.collector.timeutil import iso_ms
-from beeaudio.core.wire import EVENT_SCHEMA
+from beeaudio.core.wire import EVENT_SCHEMA, EVENT_SCHEMAS, V2_FIELDS
+
+#: What an event stored without a quality flag was sent as (v2 events always carry one).
+V1_EVENT_SCHEMA = EVENT_SCHEMAS[0]
 
 _STATUS_COLUMNS = (
     hives.c.hive_id,
@@ -32,6 +44,13 @@ _STATUS_COLUMNS = (
     hive_state.c.last_seen_ms,
     hive_state.c.last_event_ms,
     hive_state.c.model_version,
+    hive_state.c.last_bucket,
+    hive_state.c.reason,
+    hive_state.c.window_seconds,
+    hive_state.c.n_readings,
+    hive_state.c.n_no_signal,
+    hive_state.c.n_poor_signal,
+    hive_state.c.n_unfamiliar,
 )
 
 
@@ -43,6 +62,17 @@ def status_json(row: Any, *, defaults: StateParams, now_ms: int) -> dict[str, An
         offline_at = row.last_seen_ms + int(params.offline_after_seconds * 1000)
         if now_ms > offline_at:
             state, since_ms, conf = OFFLINE, row.last_seen_ms, 1.0
+    window = Window(
+        seconds=row.window_seconds or 0.0,
+        evidence=row.n_window,
+        no_signal=row.n_no_signal,
+        poor_signal=row.n_poor_signal,
+        unfamiliar=row.n_unfamiliar,
+    )
+    reason = None
+    if state == UNKNOWN:
+        # A state row always says why it is unknown; the fallback covers a row written by older code.
+        reason = row.reason or (NO_READINGS if row.last_bucket is None else TOO_FEW_READINGS)
     return {
         "hive_id": row.hive_id,
         "name": row.name,
@@ -55,6 +85,16 @@ def status_json(row: Any, *, defaults: StateParams, now_ms: int) -> dict[str, An
         "swarm_score": None if row.score is None else round(row.score, 4),
         "n_window": row.n_window,
         "counts": row.counts or {},
+        "reason": reason,
+        "reason_text": reason_text(reason=reason, window=window, params=params, score=row.score),
+        "window": {
+            "seconds": window.seconds,
+            "readings": window.readings,
+            "evidence": window.evidence,
+            "no_signal": window.no_signal,
+            "poor_signal": window.poor_signal,
+            "unfamiliar": window.unfamiliar,
+        },
         "params": params.to_dict(),
         "created_at": iso_ms(row.created_ms),
     }
@@ -113,7 +153,16 @@ def _history(
     width = sa.literal(bucket_seconds, sa.BigInteger)
     key = (rollups.c.bucket_start // width).label("k")
     totals = conn.execute(
-        sa.select(key, sa.func.sum(rollups.c.n), sa.func.sum(rollups.c.swarm_sum))
+        sa.select(
+            key,
+            sa.func.sum(rollups.c.n),
+            sa.func.sum(rollups.c.swarm_sum),
+            sa.func.sum(rollups.c.n_evidence),
+            sa.func.sum(rollups.c.evidence_swarm_sum),
+            sa.func.sum(rollups.c.n_no_signal),
+            sa.func.sum(rollups.c.n_poor_signal),
+            sa.func.sum(rollups.c.n_unfamiliar),
+        )
         .where(
             rollups.c.hive_id == hive_id, rollups.c.bucket_start >= start_s, rollups.c.bucket_start < end_s
         )
@@ -139,8 +188,8 @@ def _history(
     for k, label, n_top, prob_sum in label_rows:
         per_label.setdefault(int(k), []).append((label, int(n_top), float(prob_sum)))
     buckets = []
-    for k, n, swarm_sum in totals:
-        n = int(n)
+    for k, n, swarm_sum, n_evidence, evidence_sum, no_signal, poor_signal, unfamiliar in totals:
+        n, n_evidence = int(n), int(n_evidence)
         if not n:
             continue
         labels = sorted(per_label.get(int(k), []))
@@ -151,14 +200,23 @@ def _history(
                 "counts": {label: n_top for label, n_top, _ in labels},
                 "mean_probabilities": {label: round(p / n, 6) for label, _, p in labels},
                 "mean_swarm_score": round(float(swarm_sum) / n, 6),
+                "n_evidence": n_evidence,
+                "n_no_signal": int(no_signal),
+                "n_poor_signal": int(poor_signal),
+                "n_unfamiliar": int(unfamiliar),
+                "mean_evidence_swarm_score": (
+                    round(float(evidence_sum) / n_evidence, 6) if n_evidence else None
+                ),
             }
         )
     return buckets
 
 
 def event_json(row: Any) -> dict[str, Any]:
+    """An event as stored: v2 with its quality and novelty, or v1 (stored without a quality flag)."""
+    v2 = row.quality is not None
     data = {
-        "schema": EVENT_SCHEMA,
+        "schema": EVENT_SCHEMA if v2 else V1_EVENT_SCHEMA,
         "event_id": row.event_id,
         "hive_id": row.hive_id,
         "device_id": row.device_id,
@@ -173,6 +231,8 @@ def event_json(row: Any) -> dict[str, Any]:
         "source_format": row.source_format,
         "received_at": iso_ms(row.received_ms),
     }
+    if v2:
+        data.update({name: getattr(row, name) for name in V2_FIELDS})
     if row.extra:
         data["extra"] = row.extra
     return data

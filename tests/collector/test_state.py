@@ -10,16 +10,30 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from beeaudio.collector.state import INITIAL, NORMAL, SWARM, UNKNOWN, ParamsError, StateParams, next_step
+from beeaudio.collector.state import (
+    INITIAL,
+    NORMAL,
+    SWARM,
+    UNKNOWN,
+    ParamsError,
+    StateParams,
+    Window,
+    next_step,
+)
 from beeaudio.collector.store.hive_state import sweep_offline
 from tests.fixtures.collector import ADMIN, T0, timeline
+
+
+def evidence(n: int, mean: float) -> Window:
+    """A window of ``n`` evidence windows with mean swarm score ``mean``."""
+    return Window(seconds=60, evidence=n, evidence_swarm_sum=n * mean)
 
 
 def run(scores: list[tuple[int, float]], params: StateParams) -> list[str]:
     """Feed buckets of (n events, mean score) one minute apart, each its own smoothing window."""
     step, states = INITIAL, []
     for i, (n, mean) in enumerate(scores):
-        step = next_step(previous=step, bucket_start=60 * i, n_window=n, swarm_sum=n * mean, params=params)
+        step = next_step(previous=step, bucket_start=60 * i, window=evidence(n, mean), params=params)
         states.append(step.state)
     return states
 
@@ -49,7 +63,7 @@ def test_entering_swarm_from_unknown_needs_the_same_confirmation() -> None:
     assert run([(6, 0.9)], replace(PARAMS, confirm_buckets=1)) == [SWARM]
     step = INITIAL
     for i, mean in enumerate([0.9, 0.9]):
-        step = next_step(previous=step, bucket_start=60 * i, n_window=6, swarm_sum=6 * mean, params=PARAMS)
+        step = next_step(previous=step, bucket_start=60 * i, window=evidence(6, mean), params=PARAMS)
     assert (step.state, step.since_ms) == (SWARM, 0)  # since = the start of the confirming run
 
 
@@ -64,7 +78,7 @@ def test_hysteresis_band_keeps_the_state() -> None:
 def test_since_is_the_start_of_the_confirming_run() -> None:
     step = INITIAL
     for i, mean in enumerate([0.1, 0.1, 0.8, 0.9, 0.9]):
-        step = next_step(previous=step, bucket_start=60 * i, n_window=10, swarm_sum=10 * mean, params=PARAMS)
+        step = next_step(previous=step, bucket_start=60 * i, window=evidence(10, mean), params=PARAMS)
     assert step.state == SWARM
     assert step.since_ms == 120_000  # the bucket where the score first crossed enter_swarm
 

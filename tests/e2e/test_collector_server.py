@@ -131,3 +131,57 @@ def test_real_server_survives_sigkill_after_acknowledging(
         if server is not None:
             server.stop()
         receiver.close()
+
+
+def test_real_server_says_why_and_sends_microphone_silent(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device whose microphone dies: the status says so in words, and ``microphone_silent`` reaches a
+    real webhook receiver once; an old device next to it keeps sending v1 events."""
+    receiver = Receiver()
+    env = {
+        "BEEAUDIO_DATABASE_URL": db_url,
+        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
+        "BEEAUDIO_WEBHOOKS": receiver.url,
+        "BEEAUDIO_MODE": "production",
+        "BEEAUDIO_READ_TOKEN": "",
+    }
+    cli("add-hive", "--db", db_url, "--name", "South 1", "--hive-id", "south-1", capsys=capsys)
+    tokens = {}
+    for device_id in ("pi-new", "pi-old"):
+        out = cli("add-device", "--db", db_url, "--hive", "south-1", "--device-id", device_id, capsys=capsys)
+        tokens[device_id] = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
+    server = start_collector(log_path=tmp_path / "server.log", env=env, extra_args=["--log-level", "warning"])
+    try:
+        now = datetime.now(UTC).replace(microsecond=0)
+        start = now - timedelta(minutes=12)
+        calm = timeline(hive_id="south-1", device_id="pi-new", start=start, segments=[(0.1, 30)])
+        dead = timeline(
+            hive_id="south-1",
+            device_id="pi-new",
+            start=start + timedelta(minutes=5),
+            segments=[(0.0, 40)],
+            quality="no_signal",
+        )
+        old = timeline(
+            hive_id="south-1", device_id="pi-old", start=start, segments=[(0.1, 3)], step_s=60, quality=None
+        )
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for device_id, events in (("pi-old", old), ("pi-new", calm), ("pi-new", dead)):
+                body = make_batch(device_id=device_id, events=events)
+                headers = {"Authorization": f"Bearer {tokens[device_id]}"}
+                response = client.post("/api/v1/events", json=body, headers=headers)
+                assert response.status_code == 200 and response.json()["accepted"] == len(events)
+            status = client.get("/api/v1/hives/south-1/status", headers=ADMIN).json()
+            assert (status["state"], status["reason"]) == ("unknown", "no_signal")
+            assert status["reason_text"].startswith("microphone silent: 40 of the last ")
+            deadline = time.monotonic() + 15
+            while not receiver.received and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.5)  # one more worker round: nothing else may arrive
+            assert [a["kind"] for a in receiver.received] == ["microphone_silent"]
+            assert receiver.received[0]["details"]["no_signal"] == 40
+    finally:
+        server.stop()
+        receiver.close()
