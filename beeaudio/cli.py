@@ -24,6 +24,7 @@ _BUILTIN_COMMAND_MODULES = (
     "beeaudio.core.cli",
     "beeaudio.desktop.commands.pipeline",
     "beeaudio.desktop.commands.experiments",
+    "beeaudio.desktop.commands.label",
     "beeaudio.desktop.commands.demo",
 )
 

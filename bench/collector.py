@@ -10,8 +10,14 @@ on loopback, with an httpx client in this process:
    (events, rollups, then the real state code derives each hive's steps and state row), because posting
    2 million events through the API would take longer than it says anything.
 
+3. ``--late DAYS``, alone: a hive with DAYS of one-minute history (bulk-loaded, state derived) gets a
+   10-event batch dated two hours before all of it, while a second client sends 10-event batches of
+   another hive; the late batch's answer time, the other hive's slowest answer meanwhile, and how long
+   until the late hive's state shows the late readings (the rest of the walk runs after the answer).
+
     python bench/collector.py                      # both databases, 200 hives, 2 000 000 events
     python bench/collector.py --db sqlite --events 200000
+    python bench/collector.py --late 60            # issue 14, item 13
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from beeaudio.collector.launch import RunningCollector, start_collector
 from beeaudio.core.wire import ClassificationEvent, make_batch
 
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+ADMIN_TOKEN = "bench-WgHOEyJNQsYbGt5D7HNzqbU6QVRx1O19"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BUCKET = 60
 
@@ -307,6 +313,115 @@ def bench_status(*, url: str, hives: int, requests: int) -> dict[str, float]:
     }
 
 
+def small_batch(device: dict[str, str], *, start: datetime, swarm: float, tag: str) -> dict:
+    events = [
+        ClassificationEvent(
+            event_id=f"{device['device_id']}-{tag}-{k}",
+            hive_id=device["hive_id"],
+            device_id=device["device_id"],
+            model_name="bench",
+            model_version="1",
+            window_start=start + timedelta(seconds=6 * k),
+            window_seconds=2.0,
+            probabilities={"normal": round(1 - swarm, 4), "swarm": swarm},
+            label="swarm" if swarm >= 0.5 else "normal",
+            swarm_score=swarm,
+            level_dbfs=-30.0,
+            source_format="wav",
+        )
+        for k in range(10)
+    ]
+    return make_batch(device_id=device["device_id"], events=events, batch_id=f"{device['device_id']}-{tag}")
+
+
+def load_minutes(*, db_url: str, hive_id: str, device_id: str, end: datetime, days: int) -> int:
+    """DAYS of one-minute rollups (10 calm evidence windows each) for one hive, its steps derived by the
+    real state code; returns the first bucket."""
+    from beeaudio.collector.db import make_engine, rollup_labels, rollups
+    from beeaudio.collector.state import StateParams
+    from beeaudio.collector.store.hive_state import rebuild
+
+    last = int(end.timestamp()) // BUCKET * BUCKET
+    first = last - days * 1440 * BUCKET
+    engine = make_engine(db_url)
+    base = {"hive_id": hive_id, "device_id": device_id}
+    buckets = range(first, last, BUCKET)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(rollups),
+            [{**base, "bucket_start": b, "n": 10, "swarm_sum": 1.0, "level_sum": -300.0} for b in buckets],
+        )
+        conn.execute(
+            sa.insert(rollup_labels),
+            [{**base, "bucket_start": b, "label": "normal", "n_top": 10, "prob_sum": 9.0} for b in buckets],
+        )
+    rebuild(engine=engine, hive_id=hive_id, defaults=StateParams(), webhook_urls=[], now_ms=0)
+    engine.dispose()
+    return first
+
+
+def bench_late(*, kind: str, days: int, workdir: Path) -> None:
+    db_url, drop = make_db(kind, workdir)
+    data_dir, log_path = workdir / f"data-{kind}", workdir / f"collector-late-{kind}.log"
+    server = start_server(db_url=db_url, data_dir=data_dir, log_path=log_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            old, other = register(client, hives=2)
+        server.stop()
+        now = datetime.now(UTC).replace(microsecond=0)
+        t0 = time.perf_counter()
+        first = load_minutes(
+            db_url=db_url, hive_id=old["hive_id"], device_id=old["device_id"], end=now, days=days
+        )
+        print(f"{days} days of one-minute history loaded and derived in {time.perf_counter() - t0:.0f} s")
+        server = start_server(db_url=db_url, data_dir=data_dir, log_path=log_path)
+        late_start = datetime.fromtimestamp(first, UTC) - timedelta(hours=2)
+        late = small_batch(old, start=late_start, swarm=0.1, tag="late")
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            since = client.get(f"/api/v1/hives/{old['hive_id']}/status", headers=ADMIN).json()["since"]
+        other_times: list[float] = []
+        done = threading.Event()
+
+        def other_hive() -> None:
+            with httpx.Client(base_url=server.url, timeout=120) as client:
+                seq = 0
+                while not done.is_set() or seq < 5:
+                    body = small_batch(other, start=now - timedelta(seconds=60), swarm=0.1, tag=f"o{seq}")
+                    t = time.perf_counter()
+                    client.post(
+                        "/api/v1/events", json=body, headers={"Authorization": f"Bearer {other['token']}"}
+                    ).raise_for_status()
+                    other_times.append(time.perf_counter() - t)
+                    seq += 1
+
+        thread = threading.Thread(target=other_hive)
+        thread.start()
+        time.sleep(0.5)
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            t = time.perf_counter()
+            client.post(
+                "/api/v1/events", json=late, headers={"Authorization": f"Bearer {old['token']}"}
+            ).raise_for_status()
+            answered = time.perf_counter() - t
+            while (
+                client.get(f"/api/v1/hives/{old['hive_id']}/status", headers=ADMIN).json()["since"] == since
+            ):
+                time.sleep(0.05)
+            settled = time.perf_counter() - t
+        done.set()
+        thread.join()
+        print(
+            f"late batch before {days} days: answered in {answered:.3f} s, "
+            f"state settled after {settled:.2f} s; "
+            f"the other hive's batches meanwhile: slowest {max(other_times):.3f} s, "
+            f"median {statistics.median(other_times):.3f} s ({len(other_times)} batches)",
+            flush=True,
+        )
+    finally:
+        server.stop()
+        drop()
+
+
 def run(kind: str, args: argparse.Namespace, workdir: Path) -> None:
     print(f"\n== {kind} ==", flush=True)
     db_url, drop = make_db(kind, workdir)
@@ -355,6 +470,13 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=200, help="batches of 100 per ingest measurement")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=2000, help="status requests per measurement")
+    parser.add_argument(
+        "--late",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="only the late-batch measurement, on DAYS of history",
+    )
     args = parser.parse_args()
     print(
         f"collector bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
@@ -363,7 +485,11 @@ def main() -> int:
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     with tempfile.TemporaryDirectory(prefix="beeaudio-bench-") as tmp:
         for kind in kinds:
-            run(kind, args, Path(tmp))
+            if args.late:
+                print(f"\n== {kind} ==", flush=True)
+                bench_late(kind=kind, days=args.late, workdir=Path(tmp))
+            else:
+                run(kind, args, Path(tmp))
     return 0
 
 

@@ -33,10 +33,23 @@ import numpy as np
 from beeaudio.core import audio as audio_io
 from beeaudio.core import features as feats
 from beeaudio.core.inference import Classifier
-from beeaudio.core.wire import ClassificationEvent, Heartbeat, make_event_id
+from beeaudio.core.wire import (
+    QUALITY_OK,
+    QUALITY_UNCALIBRATED,
+    ClassificationEvent,
+    Heartbeat,
+    make_event_id,
+)
 from beeaudio.device import sources
 from beeaudio.device.config import DeviceConfig
-from beeaudio.device.modelstore import ModelStore, ModelStoreError, check_servable
+from beeaudio.device.health import STATUS_FILE, Health, StatusWriter
+from beeaudio.device.modelstore import (
+    BundleRefusedError,
+    ChildCheck,
+    ModelStore,
+    ModelStoreError,
+    check_servable,
+)
 from beeaudio.device.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -85,7 +98,11 @@ def analyse_file(
 ) -> list[ClassificationEvent] | None:
     """Every window's event of one recording, or None when ``stop`` was set part way.
 
-    Raises :class:`beeaudio.core.audio.AudioError` for a file that cannot be analysed."""
+    Each event carries the window's signal check (``quality``) and, when the bundle has a novelty detector,
+    its ``novelty`` score and ``novelty_threshold``. A model that takes features relative to the hive's
+    baseline sees them through the classifier's baseline; without one its windows are ``uncalibrated``
+    (uniform probabilities, no novelty score: no evidence). Raises :class:`beeaudio.core.audio.AudioError`
+    for a file that cannot be analysed."""
     config = classifier.config
     manifest = classifier.manifest
     labels = manifest.labels
@@ -102,9 +119,15 @@ def analyse_file(
         except StopIteration:
             break
         t1 = time.perf_counter()
+        signal = classifier.check_signal(samples)  # before the model: a dead microphone is no evidence
         features = feats.window_features(audio=samples, config=config)[:1]
         t2 = time.perf_counter()
-        probs = classifier.predict(features)[0]
+        scored = classifier.score(features)  # through the hive's baseline when the model takes one
+        probs = scored.probabilities[0]
+        scores = scored.novelty  # None: the bundle has no detector (or the hive no baseline yet)
+        quality = signal.verdict
+        if quality == QUALITY_OK and not scored.calibrated:
+            quality = QUALITY_UNCALIBRATED
         t3 = time.perf_counter()
         if timer is not None:
             timer.add(decode_ms=(t1 - t0) * 1e3, features_ms=(t2 - t1) * 1e3, inference_ms=(t3 - t2) * 1e3)
@@ -129,6 +152,9 @@ def analyse_file(
                 level_dbfs=feats.level_dbfs(audio=samples),
                 source_format=info.container,
                 extra={"file": path.name, "offset_s": round(float(start_s), 3)},
+                quality=quality,
+                novelty=None if scores is None else float(scores[0]),
+                novelty_threshold=None if scores is None else classifier.novelty_threshold,
             )
         )
         if stop is not None and stop.is_set():
@@ -155,13 +181,29 @@ class Agent:
         self.stop_event = threading.Event()
         self.timer = StageTimer()
         self.started = time.monotonic()
-        self.store = ModelStore(root=config.model_dir)
+        self.store = ModelStore(
+            root=config.model_dir,
+            child=ChildCheck(
+                timeout_s=config.model.check_timeout_s, memory_limit_mb=config.model.check_memory_mb
+            ),
+        )
         self.outbox: Outbox | None = None
         self.classifier: Classifier | None = None
         self.model_sha: str | None = None
         self.backlog_files = 0
         self.uplink: Any = None
         self.recorder: sources.RecorderSupervisor | None = None
+        # Each loop reports here; `beeaudio device status` reads the snapshot the writer thread keeps.
+        self.health = Health()
+        self.status_writer: StatusWriter | None = None
+        src = config.source
+        self.watcher = sources.SpoolWatcher(
+            folder=config.spool_dir,
+            patterns=src.patterns,
+            settle_seconds=src.settle_seconds,
+            # A one-shot run works off a backlog nobody writes to any more: no need to wait for long.
+            abandoned_seconds=src.settle_seconds if once else src.abandoned_seconds,
+        )
         # Recordings handled in this run, by (path, size, mtime): a kept file is not hashed again every poll.
         self._handled: set[tuple[Path, int, int]] = set()
 
@@ -180,25 +222,74 @@ class Agent:
         return self.config.microphone.sample_rate if self.kind == "microphone" else None
 
     def _load_model(self) -> None:
-        """(Re)load the store's current model; keep the running one if the new one fails."""
+        """(Re)load the store's current model; keep the running one if the new one fails.
+
+        A bundle this process has not seen pass is first loaded and self-tested in a child process
+        (``ModelStore.ensure_checked``): a model that crashes the runtime is refused there, not here. At
+        start, with nothing running yet, a refused current model is rolled back to the previous one."""
         sha = self.store.current_sha()
         if sha == self.model_sha and self.classifier is not None:
+            self._refresh_baseline()
             return
         try:
-            path = self.store.current_path()
-            classifier = Classifier.load(
-                path, runtime=self.config.model.runtime or None, num_threads=self.config.model.num_threads
-            )
-            check_servable(manifest=classifier.manifest, recording_rate=self._recording_rate())
+            classifier = self._checked_classifier(sha)
+        except BundleRefusedError as exc:
+            if self.classifier is None and self._roll_back_from(sha, reason=str(exc)):
+                return
+            self._refuse_model(sha, exc)
+            return
         except Exception as exc:
-            if self.classifier is None:
-                raise ModelStoreError(f"cannot load the current model: {exc}") from exc
-            log.error("new model %s refused, keeping %s: %s", sha, self.model_sha, exc)
-            self.model_sha = sha  # do not retry the same broken switch for every file
+            self._refuse_model(sha, exc)
             return
         self.classifier, self.model_sha = classifier, sha
         m = classifier.manifest
         log.info("model %s %s loaded on %s", m.model_name, m.model_version, classifier.runtime)
+
+    def _attach_baseline(self, classifier: Classifier) -> None:
+        """Give a model that takes features relative to the hive's baseline the one in the state folder
+        for its feature config (if any): kept across restarts and across models sharing the config."""
+        from beeaudio.device.calibration import attach_baseline
+
+        attach_baseline(classifier=classifier, state_dir=self.config.state_dir, hive_id=self.identity.hive_id)
+
+    def _refresh_baseline(self) -> None:
+        """Between recordings: pick up a baseline ``beeaudio device calibrate`` wrote while running."""
+        if self.classifier is not None and self.classifier.needs_baseline:
+            self._attach_baseline(self.classifier)
+
+    def _checked_classifier(self, sha: str | None) -> Classifier:
+        path = self.store.current_path()
+        assert sha is not None
+        model = self.config.model
+        self.store.ensure_checked(sha256=sha, runtime=model.runtime or None, num_threads=model.num_threads)
+        classifier = Classifier.load(path, runtime=model.runtime or None, num_threads=model.num_threads)
+        check_servable(manifest=classifier.manifest, recording_rate=self._recording_rate())
+        self._attach_baseline(classifier)
+        return classifier
+
+    def _refuse_model(self, sha: str | None, exc: Exception) -> None:
+        if self.classifier is None:
+            raise ModelStoreError(f"cannot load the current model: {exc}") from exc
+        log.error("new model %s refused, keeping %s: %s", sha, self.model_sha, exc)
+        self.model_sha = sha  # do not retry the same broken switch for every file
+
+    def _roll_back_from(self, sha: str | None, *, reason: str) -> bool:
+        """At start: the current model is refused (e.g. it crashes the runtime); run the previous one."""
+        previous = self.store.previous_sha()
+        if previous is None or previous == sha:
+            return False
+        log.error("the current model %s is refused (%s); rolling back to %s", (sha or "?")[:12], reason,
+                  previous[:12])  # fmt: skip
+        try:
+            self.store.rollback()
+            classifier = self._checked_classifier(previous)
+        except Exception as exc:
+            log.error("the previous model %s cannot run either: %s", previous[:12], exc)
+            return False
+        self.classifier, self.model_sha = classifier, previous
+        m = classifier.manifest
+        log.info("model %s %s loaded on %s", m.model_name, m.model_version, classifier.runtime)
+        return True
 
     def _start_uplink(self) -> None:
         from beeaudio.device.client import CollectorClient
@@ -220,6 +311,7 @@ class Agent:
                 store=self.store,
                 runtime=self.config.model.runtime or None,
                 recording_rate=self._recording_rate(),
+                num_threads=self.config.model.num_threads,
                 refused=refused,
             )
             if installed is not None:
@@ -233,6 +325,7 @@ class Agent:
             backoff=Backoff(initial_s=c.backoff_initial_s, max_s=c.backoff_max_s),
             ota=ota if c.ota_poll_interval_s > 0 else None,
             ota_interval_s=c.ota_poll_interval_s,
+            health=self.health,
         )
         self.uplink.start()
 
@@ -252,8 +345,28 @@ class Agent:
             log_path=self.config.state_dir / "recorder.log",
             restart_initial_s=mic.restart_initial_s,
             restart_max_s=mic.restart_max_s,
+            health=self.health,
         )
         self.recorder.start()
+
+    def _threads_alive(self) -> dict[str, bool]:
+        """Which loops' threads run, for the status file (a thread that died cannot say so itself)."""
+        alive: dict[str, bool] = {"analysis": not self.stop_event.is_set()}
+        if self.uplink is not None:
+            alive.update(dict.fromkeys(self.uplink.loops(), self.uplink.is_alive()))
+        if self.recorder is not None:
+            alive["recorder"] = self.recorder.is_alive()
+        return alive
+
+    def _restart_dead_threads(self) -> None:
+        """The loops guard themselves; should one die anyway (a bug), start it again rather than go on
+        without uploads or recordings until someone restarts the agent."""
+        if self.uplink is not None and not self.uplink.is_alive():
+            log.error("the uplink thread is not running: starting it again")
+            self._start_uplink()
+        if self.recorder is not None and not self.recorder.is_alive():
+            log.error("the recorder supervisor is not running: starting it again")
+            self._start_recorder()
 
     # -- reporting -------------------------------------------------------------------------------------
     def heartbeat(self) -> dict[str, Any]:
@@ -283,12 +396,7 @@ class Agent:
             for path in self.inputs or [src.path]:  # type: ignore[list-item]
                 found.extend(sources.input_files(path=Path(path), patterns=src.patterns))
             return [path for path in found if self._key(path) not in self._handled]
-        files = sources.finished_files(
-            folder=self.config.spool_dir,
-            patterns=src.patterns,
-            settle_seconds=src.settle_seconds,
-            trust_wav_header=self.once,
-        )
+        files = self.watcher.complete()
         return [path for path in files if self._key(path) not in self._handled]
 
     @staticmethod
@@ -304,7 +412,8 @@ class Agent:
         if self.kind == "files":
             return True
         present = sources.spool_files(folder=self.config.spool_dir, patterns=self.config.source.patterns)
-        return all(self._key(path) in self._handled for path in present)
+        # An empty file is nothing to analyse (and never complete): it does not hold a one-shot run up.
+        return all(self._key(path) in self._handled or self._key(path)[1] == 0 for path in present)
 
     def _quarantine(self, path: Path, *, reason: str) -> None:
         if self.kind == "files":  # one-shot inputs are the user's files: never moved
@@ -314,9 +423,20 @@ class Agent:
         except OSError as exc:
             log.error("cannot move %s to quarantine: %s", path, exc)
 
-    def _finish(self, path: Path) -> None:
-        """After the commit: delete or archive the recording (never for one-shot file inputs)."""
+    def _finish(self, path: Path, *, source_id: str) -> None:
+        """After the commit: delete or archive the recording (never for one-shot file inputs) — only if it
+        is still the content that was analysed. A writer that went on writing after the analysis would
+        otherwise lose what it wrote since; such a file stays and is analysed again once complete."""
         after = "keep" if self.kind == "files" else self.config.source.after
+        if after != "keep":
+            try:
+                unchanged = sources.source_id_of(path) == source_id
+            except OSError:
+                return  # gone already (deleted by someone else, or by us before a crash)
+            if not unchanged:
+                log.warning("%s changed after it was analysed: kept, not %sd; it is analysed again once "
+                            "complete", path.name, after)  # fmt: skip
+                return
         try:
             if after == "delete":
                 path.unlink(missing_ok=True)
@@ -329,12 +449,21 @@ class Agent:
         """Analyse one recording; returns "done", "skipped", "quarantined" or "stopped"."""
         key = self._key(path)
         outcome = self._process(path)
-        if outcome != "stopped":
+        if outcome not in ("stopped", "changed"):
             self._handled.add(key)
         return outcome
 
+    def _changed(self, path: Path, before: tuple[Path, int, int]) -> bool:
+        """The recording is not what it was when its analysis began (its writer went on writing)."""
+        if self._key(path) == before:
+            return False
+        log.warning("%s changed while it was analysed: nothing kept; it is analysed again once complete",
+                    path.name)  # fmt: skip
+        return True
+
     def _process(self, path: Path) -> str:
         assert self.outbox is not None and self.classifier is not None
+        before = self._key(path)
         try:
             source_id = sources.source_id_of(path)
         except OSError as exc:  # vanished between listing and reading
@@ -345,7 +474,8 @@ class Agent:
             self._quarantine(path, reason="analysed before and refused (see the log)")
             return "skipped"
         if status is not None:
-            self._finish(path)  # committed before a crash or a stop; only the clean-up was missing
+            # Committed before a crash or a stop; only the clean-up was missing.
+            self._finish(path, source_id=source_id)
             return "skipped"
         src = self.config.source
         try:
@@ -361,6 +491,8 @@ class Agent:
                 stop=self.stop_event,
             )
         except Exception as exc:  # one bad recording must never stop the device
+            if self._changed(path, before):  # not bad: still being written
+                return "changed"
             reason = str(exc) if isinstance(exc, audio_io.AudioError) else f"{type(exc).__name__}: {exc}"
             log.warning("quarantining %s: %s", path, reason)
             self.outbox.mark_file(source_id=source_id, path=str(path), status="quarantined")
@@ -368,12 +500,14 @@ class Agent:
             return "quarantined"
         if events is None:
             return "stopped"
+        if self._changed(path, before):
+            return "changed"
         dropped = self.outbox.commit_file(source_id=source_id, path=str(path), events=events)
         if dropped:
             log.warning("outbox full (%d events): dropped the %d oldest", self.outbox.max_events, dropped)
         if self.uplink is not None:
             self.uplink.wake()
-        self._finish(path)
+        self._finish(path, source_id=source_id)
         log.info("%s: %d windows", path.name, len(events))
         return "done"
 
@@ -388,6 +522,43 @@ class Agent:
             time.sleep(0.1)
         return True
 
+    def _open_outbox(self) -> Outbox | None:
+        """The outbox, retried with backoff while it cannot be opened (a full or failing disk at start):
+        the agent waits, and says so in its status, rather than exit and be restarted in a loop."""
+        cfg, failures = self.config, 0
+        while not self.stop_event.is_set():
+            try:
+                return Outbox(path=cfg.outbox_path, max_events=cfg.outbox.max_events)
+            except sqlite3.Error as exc:
+                failures += 1
+                delay = min(60.0, 2.0**failures)
+                log.error("cannot open the outbox %s (%s); next try in %.0f s", cfg.outbox_path, exc, delay)
+                self.health.failed("analysis", f"cannot open the outbox: {exc}")
+                self.stop_event.wait(delay)
+        return None
+
+    def _analysis_pass(self) -> bool:
+        """One look at the source: analyse what is complete. True when a one-shot run is done."""
+        self._load_model()
+        files = self._pending_files()
+        self.backlog_files = len(files)
+        for path in files:
+            if self.stop_event.is_set():
+                break
+            try:
+                self.process_file(path)
+            except sqlite3.Error as exc:  # disk full, card failing: the file stays, the pass is retried
+                raise sqlite3.OperationalError(
+                    f"outbox write failed, {path.name} stays in the spool: {exc}"
+                ) from exc
+            self.backlog_files = max(0, self.backlog_files - 1)
+            self._load_model()
+        if self.once and self._backlog_done():
+            return True
+        if len(self._handled) > 10_000:  # forget files that are gone (deleted or archived)
+            self._handled = {key for key in self._handled if key[0].exists()}
+        return False
+
     def run(self, *, drain_timeout_s: float = 120.0) -> int:
         """Run until stopped (or, with ``once``, until the backlog is analysed and uploaded).
 
@@ -401,38 +572,48 @@ class Agent:
         except ModelStoreError as exc:
             log.error("%s", exc)
             return 2
-        self.outbox = Outbox(path=cfg.outbox_path, max_events=cfg.outbox.max_events)
+        self.status_writer = StatusWriter(
+            health=self.health, path=cfg.state_dir / STATUS_FILE, alive=self._threads_alive
+        )
+        self.status_writer.start()
+        self.outbox = self._open_outbox()
+        if self.outbox is None:  # stopped while the outbox could not be opened
+            self.status_writer.stop()
+            self.status_writer.write(stopping=True)
+            return 0
         code = 0
         try:
-            self.outbox.prune_files(older_than_s=cfg.outbox.keep_files_days * 86400)
+            try:
+                self.outbox.prune_files(older_than_s=cfg.outbox.keep_files_days * 86400)
+            except sqlite3.Error as exc:  # a full disk: housekeeping can wait
+                log.warning("cannot prune the outbox's journal of old recordings: %s", exc)
             self._start_uplink()
             if self.kind == "microphone":
                 self._start_recorder()
+            self.health.started("analysis")
+            failures = 0
             while not self.stop_event.is_set():
-                self._load_model()
-                files = self._pending_files()
-                self.backlog_files = len(files)
-                for path in files:
-                    if self.stop_event.is_set():
+                try:
+                    if self._analysis_pass():
                         break
-                    try:
-                        self.process_file(path)
-                    except sqlite3.Error as exc:  # disk full, card failing: keep the file, try later
-                        log.error("outbox write failed, %s stays in the spool: %s", path.name, exc)
-                        self.stop_event.wait(30)
-                        break
-                    self.backlog_files = max(0, self.backlog_files - 1)
-                    self._load_model()
-                if self.once and self._backlog_done():
-                    break
-                if len(self._handled) > 10_000:  # forget files that are gone (deleted or archived)
-                    self._handled = {key for key in self._handled if key[0].exists()}
+                except Exception as exc:  # disk full, card failing, a bug: keep the files, try later
+                    failures += 1
+                    delay = min(30.0, cfg.source.poll_seconds * 2**failures)
+                    log.exception("analysis loop failed (%s); the recordings stay in the spool, next try in "
+                                  "%.0f s", exc, delay)  # fmt: skip
+                    self.health.failed("analysis", f"{type(exc).__name__}: {exc}")
+                    self.stop_event.wait(delay)
+                    continue
+                failures = 0
+                self.health.ok("analysis")
+                self._restart_dead_threads()
                 self.stop_event.wait(cfg.source.poll_seconds)
             if self.once and not self.stop_event.is_set() and not self._drain(timeout_s=drain_timeout_s):
                 assert self.outbox is not None
                 log.error("%d events not uploaded within %.0f s", self.outbox.depth(), drain_timeout_s)
                 code = 3
         finally:
+            self.health.stopped("analysis")
             if self.recorder is not None:
                 self.recorder.stop()
             if self.uplink is not None:
@@ -440,5 +621,8 @@ class Agent:
                 self.uplink.join(timeout=cfg.collector.timeout_s + 5)
                 self.uplink.send_heartbeat()
             self.outbox.close()
+            self.status_writer.stop()
+            self.status_writer.join(timeout=5)
+            self.status_writer.write(stopping=True)
         log.info("agent stopped")
         return code

@@ -2,6 +2,10 @@
 
 Deliberately ``urllib.request`` from the standard library and not httpx/requests: the device stays light
 (fewer wheels to find for a 32-bit Pi, less memory), and four plain requests need nothing more.
+
+Redirects are not followed (unless a request asks): the collector's API never redirects, and urllib would
+turn a POST answered by a captive portal's 302 into a GET of the portal's page, answered 200. A redirect is
+returned as the answer it is, and the uploader retries.
 """
 
 from __future__ import annotations
@@ -38,9 +42,52 @@ class Response:
             return str(data["detail"])[:500]
         return self.body[:200].decode("utf-8", "replace")
 
+    def header(self, name: str) -> str:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), "")
+
+    def summary(self) -> str:
+        """What the answer is, for a log line: the collector's detail, or the type, size and start of the
+        body (an HTML page from a proxy or a portal), and where a redirect points."""
+        where = self.header("Location")
+        parts = [f"redirect to {where}"] if where else []
+        try:
+            data = self.json()
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if isinstance(data, dict) and "detail" in data:
+            parts.append(str(data["detail"])[:300])
+        else:
+            start = " ".join(self.body[:120].decode("utf-8", "replace").split())
+            kind = self.header("Content-Type") or "no content type"
+            parts.append(f"{kind}, {len(self.body)} bytes" + (f": {start!r}" if start else ""))
+        return "; ".join(parts)
+
 
 class TransportError(BeeaudioError):
     """No HTTP answer at all: connection refused, DNS, timeout, reset."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx comes back as an HTTPError (the answer), never as the page it points to."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+class _RedirectsKeepTheToken(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but the device token goes only to the host it was meant for (urllib would hand
+    it to wherever a redirect points, e.g. a captive portal)."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if (
+            new is not None
+            and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc
+        ):
+            new.remove_header("Authorization")
+        return new
 
 
 class CollectorClient:
@@ -48,6 +95,8 @@ class CollectorClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self._direct = urllib.request.build_opener(_NoRedirects)
+        self._following = urllib.request.build_opener(_RedirectsKeepTheToken)
 
     def url(self, path: str) -> str:
         """Absolute URL of an API path, or of a ``download_url`` the collector gave (maybe absolute)."""
@@ -60,8 +109,12 @@ class CollectorClient:
         *,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        follow_redirects: bool = False,
     ) -> Response:
-        """One request; any HTTP status is a :class:`Response`, no answer is a :class:`TransportError`."""
+        """One request; any HTTP status is a :class:`Response`, no answer is a :class:`TransportError`.
+
+        ``follow_redirects`` only for downloads whose content is verified anyway (a model bundle's sha256
+        is checked against the announced one); everything else sees a 3xx as the answer."""
         data = None
         all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
@@ -72,7 +125,8 @@ class CollectorClient:
         all_headers.update(headers or {})
         request = urllib.request.Request(self.url(path), data=data, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+            opener = self._following if follow_redirects else self._direct
+            with opener.open(request, timeout=self.timeout_s) as answer:
                 return Response(
                     status=answer.status, headers=dict(answer.headers.items()), body=answer.read()
                 )

@@ -75,6 +75,7 @@ class SourceSection:
     quarantine_dir: Path | None = None  # default state_dir/quarantine
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
     settle_seconds: float = 10.0
+    abandoned_seconds: float = 300.0  # a file unfinished but untouched this long is taken as it is
     poll_seconds: float = 2.0
     name_time_formats: tuple[str, ...] = DEFAULT_NAME_TIME_FORMATS
     name_timezone: str = "UTC"  # "UTC" or "local"
@@ -118,6 +119,14 @@ class ModelSection:
     store_dir: Path | None = None  # default state_dir/models
     runtime: str = ""  # "" = first available (ai_edge_litert, tflite_runtime, tensorflow)
     num_threads: int = 1
+    check_timeout_s: float = 60.0  # a new bundle's load + self-test in a child process
+    check_memory_mb: int = 1024  # the child's address space (0 = no limit)
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    # The fewest usable windows `beeaudio device calibrate` makes a hive baseline from (20 windows: 21 s).
+    min_windows: int = 20
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,7 @@ class DeviceConfig:
     collector: CollectorSection = field(default_factory=CollectorSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     model: ModelSection = field(default_factory=ModelSection)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
 
     # -- resolved paths and secrets ------------------------------------------------------------------------
     @property
@@ -180,6 +190,7 @@ _SECTION_TYPES = {
     "collector": CollectorSection,
     "outbox": OutboxSection,
     "model": ModelSection,
+    "calibration": CalibrationSection,
 }
 
 
@@ -245,6 +256,8 @@ def _validate(config: DeviceConfig) -> None:
         raise ConfigError("[source] windows_per_file must be 0 (all) or positive")
     if source.settle_seconds < 0 or source.poll_seconds <= 0:
         raise ConfigError("[source] settle_seconds must be >= 0 and poll_seconds > 0")
+    if source.abandoned_seconds < source.settle_seconds:
+        raise ConfigError("[source] abandoned_seconds must be at least settle_seconds")
     if collector.url and not collector.url.startswith(("http://", "https://")):
         raise ConfigError(f"[collector] url must start with http:// or https://, got {collector.url!r}")
     if collector.batch_size < 1:
@@ -264,6 +277,10 @@ def _validate(config: DeviceConfig) -> None:
         raise ConfigError("[outbox] max_events must be at least 1")
     if config.model.num_threads < 1:
         raise ConfigError("[model] num_threads must be at least 1")
+    if config.calibration.min_windows < 1:
+        raise ConfigError("[calibration] min_windows must be at least 1")
+    if config.model.check_timeout_s <= 0 or config.model.check_memory_mb < 0:
+        raise ConfigError("[model] check_timeout_s must be positive and check_memory_mb >= 0 (0 = no limit)")
     mic = config.microphone
     if mic.sample_rate <= 0 or mic.channels <= 0 or mic.file_seconds <= 0 or not mic.command:
         raise ConfigError(

@@ -15,6 +15,7 @@ A connection is shared by the agent's threads behind a lock (Python's sqlite3 ob
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -53,8 +54,8 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
-COUNTERS = ("dropped_events", "dead_lettered", "uploaded_events", "last_upload_at", "files_done",
-            "files_quarantined")  # fmt: skip
+COUNTERS = ("dropped_events", "dead_lettered", "requeued_events", "uploaded_events", "last_upload_at",
+            "files_done", "files_quarantined")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,23 +69,41 @@ class PendingEvent:
 class OutboxStatus:
     depth: int
     dropped_events: int
-    dead_lettered: int
+    dead_lettered: int  # ever moved to the dead-letter table
     uploaded_events: int
     last_upload_at: float | None
     files_done: int
     files_quarantined: int
+    dead_letters: int = 0  # in the dead-letter table now
+    requeued_events: int = 0  # ever put back by requeue
+
+
+@dataclass(frozen=True)
+class RequeueResult:
+    requeued: int  # back in the queue
+    already_pending: int  # dead letters whose event was in the queue again anyway (analysed again)
+    dropped: int  # oldest pending events dropped to keep the bound
 
 
 class Outbox:
     """Durable queue of events plus the journal of finished recordings."""
 
-    def __init__(self, *, path: Path, max_events: int) -> None:
+    def __init__(self, *, path: Path, max_events: int, read_only: bool = False) -> None:
+        """``read_only``: for ``status`` and other lookers, which must work while the agent writes and
+        when the disk is full (setting WAL mode or creating tables would write)."""
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self.path = Path(path)
         self.max_events = max_events
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        if read_only:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(
+                uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA busy_timeout=30000")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -212,6 +231,66 @@ class Outbox:
             ).fetchall()
         return [{"event_id": i, "status": s, "reason": r, "at": a} for i, s, r, a in rows]
 
+    def requeue(
+        self,
+        *,
+        older_than_s: float | None = None,
+        reason_contains: str | None = None,
+        status: int | None = None,
+        event_ids: Sequence[str] | None = None,
+    ) -> RequeueResult:
+        """Put dead letters back at the end of the queue, all of them or those matching every filter given:
+        dead-lettered at least ``older_than_s`` ago, whose reason contains ``reason_contains`` (any case),
+        refused with ``status``, or among ``event_ids``. The bound applies (oldest pending dropped,
+        counted)."""
+        where, params = ["1 = 1"], []
+        if older_than_s is not None:
+            where.append("at <= ?")
+            params.append(time.time() - older_than_s)
+        if reason_contains:
+            where.append("instr(lower(reason), lower(?)) > 0")
+            params.append(reason_contains)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        now = time.time()
+        with self._lock, self._transaction():
+            rows = self._db.execute(
+                f"SELECT event_id, body FROM dead_letters WHERE {' AND '.join(where)} ORDER BY at",
+                params,
+            ).fetchall()  # the WHERE clause is built from fixed fragments; values are parameters
+            if event_ids is not None:
+                wanted = set(event_ids)
+                rows = [row for row in rows if row[0] in wanted]
+            requeued = already = 0
+            for event_id, body in rows:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO events(event_id, body, created_at) VALUES (?, ?, ?)",
+                    (event_id, body, now),
+                )
+                requeued += cursor.rowcount
+                already += 1 - cursor.rowcount
+                self._db.execute("DELETE FROM dead_letters WHERE event_id = ?", (event_id,))
+            self._bump("requeued_events", requeued)
+            dropped = self._enforce_bound()
+        return RequeueResult(requeued=requeued, already_pending=already, dropped=dropped)
+
+    def dead_letter_summary(self) -> list[dict[str, Any]]:
+        """The dead letters grouped by status and reason (events refused for the same cause read alike
+        but for the event's index and times: grouped by the text after the ``events[i]:`` prefix)."""
+        with self._lock:
+            rows = self._db.execute("SELECT status, reason, at FROM dead_letters").fetchall()
+        groups: dict[tuple[int, str], dict[str, Any]] = {}
+        for status, reason, at in rows:
+            cause = (
+                reason.split(":", 1)[1].strip() if reason.startswith("events") and ":" in reason else reason
+            )
+            group = groups.setdefault((status, cause[:120]), {"status": status, "reason": cause[:120],
+                                                               "count": 0, "oldest": at})  # fmt: skip
+            group["count"] += 1
+            group["oldest"] = min(group["oldest"], at)
+        return sorted(groups.values(), key=lambda g: -g["count"])
+
     # -- reading -------------------------------------------------------------------------------------------
     def depth(self) -> int:
         with self._lock:
@@ -220,6 +299,7 @@ class Outbox:
     def status(self) -> OutboxStatus:
         with self._lock:
             depth = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            letters = int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
             counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         last = counters.get("last_upload_at")
         return OutboxStatus(
@@ -230,11 +310,19 @@ class Outbox:
             last_upload_at=float(last) if last is not None else None,
             files_done=int(counters.get("files_done", 0)),
             files_quarantined=int(counters.get("files_quarantined", 0)),
+            dead_letters=letters,
+            requeued_events=int(counters.get("requeued_events", 0)),
         )
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception).
+
+    A COMMIT that fails (SQLITE_FULL, SQLITE_IOERR) leaves the transaction open; without the ROLLBACK
+    below every later ``BEGIN`` would fail ("cannot start a transaction within a transaction") and the
+    outbox would stay dead after the disk has room again. SQLite may also have rolled back on its own
+    already, so the ROLLBACK is only issued while a transaction is open, and its own failure is not
+    allowed to hide the original error."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -244,6 +332,15 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_rest: object) -> None:
         if exc_type is None:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()
+                raise
         else:
-            self._db.execute("ROLLBACK")
+            self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")

@@ -12,79 +12,40 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beeaudio import __version__
 from beeaudio.collector import migrate
 from beeaudio.collector.context import AppContext
 from beeaudio.collector.db import make_engine
+from beeaudio.collector.gate import BodyPolicy, RequestGate
 from beeaudio.collector.http_errors import install_error_handlers
-from beeaudio.collector.settings import Settings, resolve_admin_token
-from beeaudio.collector.store.hive_state import rederive_stale, sweep_offline
+from beeaudio.collector.screen import screen_parameters
+from beeaudio.collector.settings import Settings, resolve_admin_token, resolve_read_token
+from beeaudio.collector.store.hive_state import finish_recomputes, rederive_stale, sweep_offline
 from beeaudio.collector.timeutil import wall_clock_ms
 from beeaudio.collector.webhooks import WebhookPolicy, WebhookWorker
-from beeaudio.core.wire import MODELS_PATH
+from beeaudio.core.wire import API_PREFIX, MODELS_PATH
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over the limit with 413 before any handler parses them (Content-Length or streamed)."""
-
-    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str, str], int]) -> None:
-        self.app = app
-        self.limit_for = limit_for
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["method"], scope["path"])
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._refuse(send, limit)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._refuse(send, limit)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        response = JSONResponse(
-            status_code=413, content={"detail": f"request body larger than {limit} bytes"}
-        )
-        await response({"type": "http"}, _no_receive, send)
+#: Room for a multipart form's boundaries and part headers around an upload of the maximum size.
+MULTIPART_OVERHEAD = 64 * 1024
+_ADMIN_ONLY = frozenset({"admin"})
 
 
-async def _no_receive() -> Message:  # pragma: no cover - a plain JSONResponse never reads
-    return {"type": "http.disconnect"}
+def body_policy(*, settings: Settings, method: str, path: str) -> BodyPolicy:
+    """How large a request body may be on this path, and whose: uploads are the admin's alone (checked
+    before the body is read), heartbeats are small."""
+    if method == "POST" and path == MODELS_PATH:
+        return BodyPolicy(limit=settings.max_model_bytes + MULTIPART_OVERHEAD, roles=_ADMIN_ONLY)
+    if method == "POST" and path.startswith(f"{API_PREFIX}/devices/") and path.endswith("/heartbeat"):
+        return BodyPolicy(limit=settings.max_heartbeat_bytes)
+    return BodyPolicy(limit=settings.max_body_bytes)
 
 
 def build_context(
@@ -92,6 +53,7 @@ def build_context(
 ) -> AppContext:
     """What the handlers share. ``offline`` (CLI chores on the database) needs no admin secret."""
     admin_token = "" if offline else resolve_admin_token(settings)[0]
+    read_token = "" if offline else resolve_read_token(settings, admin_token=admin_token)
     defaults = settings.state_defaults()
     engine = make_engine(settings.database_url)
     data_dir = settings.resolved_data_dir()
@@ -100,7 +62,7 @@ def build_context(
         settings=settings,
         engine=engine,
         admin_token=admin_token,
-        read_token=settings.read_token.get_secret_value(),
+        read_token=read_token,
         defaults=defaults,
         data_dir=data_dir,
         clock_ms=clock_ms or wall_clock_ms,
@@ -112,6 +74,14 @@ async def _sweep_loop(context: AppContext) -> None:
         try:
             await asyncio.to_thread(
                 sweep_offline,
+                engine=context.engine,
+                defaults=context.defaults,
+                webhook_urls=context.webhook_urls,
+                now_ms=context.clock_ms(),
+            )
+            # A re-evaluation of steps that a crash (or a failed background task) left unfinished.
+            await asyncio.to_thread(
+                finish_recomputes,
                 engine=context.engine,
                 defaults=context.defaults,
                 webhook_urls=context.webhook_urls,
@@ -172,6 +142,7 @@ def create_app(
         version=__version__,
         description="Hive devices send classification events; users ask what every hive is doing.",
         lifespan=lifespan,
+        dependencies=[Depends(screen_parameters)],
     )
     app.state.context = context
     install_error_handlers(app)
@@ -181,12 +152,12 @@ def create_app(
     for module in (routes_ingest, routes_admin, routes_query, routes_models):
         app.include_router(module.router)
 
-    def _limit_for(method: str, path: str) -> int:
-        if method == "POST" and path == MODELS_PATH:
-            return settings.max_model_bytes
-        return settings.max_body_bytes
-
-    app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for)
+    app.add_middleware(
+        RequestGate,
+        context=context,
+        policy_for=lambda method, path: body_policy(settings=settings, method=method, path=path),
+        read_timeout_s=settings.body_read_timeout_seconds,
+    )
     # The dashboard (another room) lives in service/static; the API routes above take precedence.
     if STATIC_DIR.is_dir() and (STATIC_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")

@@ -20,6 +20,9 @@ from beeaudio.collector.tokens import DEVICE_TOKEN_PREFIX, MAX_TOKEN_LENGTH, tok
 Role = Literal["admin", "read", "device"]
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <admin, read or device token>")
+#: Where :class:`beeaudio.collector.gate.RequestGate` leaves the principal it authenticated (in the ASGI
+#: scope's ``state``), so a request with a body is looked up once, before its body is read.
+PRINCIPAL_STATE = "beeaudio.principal"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class Principal:
 
 def _equal(a: str, b: str) -> bool:
     return bool(b) and hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; empty if there is none."""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def authenticate(*, context: AppContext, token: str) -> Principal | None:
@@ -52,6 +61,9 @@ def get_principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     context: AppContext = Depends(get_context),
 ) -> Principal:
+    checked = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if isinstance(checked, Principal):
+        return checked
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     principal = authenticate(context=context, token=credentials.credentials)

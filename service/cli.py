@@ -133,6 +133,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     revoke.add_argument("device_id", metavar="DEVICE_ID", help="the device whose token to revoke")
 
+    rotate = command(
+        "rotate-device-token",
+        _rotate,
+        help="issue a device a new token; the old one stops working",
+        description="Issue the device a new token and print it (or write it to --token-file) this once: its "
+        "old token gets 401 from now on (a revoked device is admitted again). Put the new token on the "
+        "device (its [collector] token_file) and restart its agent. Same as POST /api/v1/devices/ID/token.",
+    )
+    rotate.add_argument("device_id", metavar="DEVICE_ID", help="the device whose token to replace")
+    rotate.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the new token to FILE (mode 0600) instead of printing it",
+    )
+
     list_hives = command(
         "list-hives",
         _list_hives,
@@ -242,16 +259,49 @@ def _params(text: str | None) -> dict[str, Any] | None:
     return params
 
 
+def _new_id(option: str, value: str | None) -> str | None:
+    """An id for a new hive or device: held to the pattern the HTTP API holds them to."""
+    from beeaudio.core import wire
+
+    if value is not None and not wire.ID_RE.match(value):
+        raise OptionError(
+            f"{option} {value!r} is not an id the API accepts: 1..{wire.MAX_ID} letters, digits and . _ : -, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _existing_id(option: str, value: str) -> str:
+    """An id to look up: any id stored so far, but nothing no database can compare (a NUL, or a lone
+    surrogate, which is how Python hands over argument bytes that are not UTF-8)."""
+    from beeaudio.core import wire
+
+    reason = wire.unclean_reason(value, where=option)
+    if reason:
+        raise OptionError(reason)
+    return value
+
+
+def _show_token(*, token: str, token_file: Path | None) -> None:
+    if token_file is not None:
+        write_text_atomic(token_file, token + "\n", mode=0o600, durable=True)
+        print(f"token written to {token_file} (the collector keeps only its hash)", flush=True)
+        return
+    print(f"token {token}")
+    print("(the token is shown only this once; the collector keeps only its hash)", flush=True)
+
+
 def _add_hive(args: argparse.Namespace) -> int:
     from beeaudio.collector.store.hives import create_hive
 
+    hive_id = _new_id("--hive-id", args.hive_id)
     overrides = _params(args.params)
     context = _context(args)
     status = create_hive(
         engine=context.engine,
         defaults=context.defaults,
         name=args.name,
-        hive_id=args.hive_id,
+        hive_id=hive_id,
         overrides=overrides,
         now_ms=context.clock_ms(),
     )
@@ -262,26 +312,37 @@ def _add_hive(args: argparse.Namespace) -> int:
 def _add_device(args: argparse.Namespace) -> int:
     from beeaudio.collector.store.devices import create_device
 
+    hive_id = _existing_id("--hive", args.hive)
+    device_id = _new_id("--device-id", args.device_id)
     context = _context(args)
     device = create_device(
-        engine=context.engine, hive_id=args.hive, device_id=args.device_id, now_ms=context.clock_ms()
+        engine=context.engine, hive_id=hive_id, device_id=device_id, now_ms=context.clock_ms()
     )
     print(f"device_id {device.device_id}")
-    if args.token_file is not None:
-        write_text_atomic(args.token_file, device.token + "\n", mode=0o600, durable=True)
-        print(f"token written to {args.token_file} (the collector keeps only its hash)", flush=True)
-        return EXIT_OK
-    print(f"token {device.token}")
-    print("(the token is shown only this once; the collector keeps only its hash)", flush=True)
+    _show_token(token=device.token, token_file=args.token_file)
     return EXIT_OK
 
 
 def _revoke(args: argparse.Namespace) -> int:
     from beeaudio.collector.store.devices import revoke_device
 
+    device_id = _existing_id("DEVICE_ID", args.device_id)
     context = _context(args)
-    revoke_device(engine=context.engine, device_id=args.device_id, now_ms=context.clock_ms())
-    print(f"revoked {args.device_id}")
+    revoke_device(engine=context.engine, device_id=device_id, now_ms=context.clock_ms())
+    print(f"revoked {device_id}")
+    return EXIT_OK
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from beeaudio.collector.store.devices import rotate_device_token
+
+    device_id = _existing_id("DEVICE_ID", args.device_id)
+    context = _context(args)
+    device = rotate_device_token(engine=context.engine, device_id=device_id, now_ms=context.clock_ms())
+    print(
+        f"device_id {device.device_id} (hive {device.hive_id}): new token, the old one is refused from now on"
+    )
+    _show_token(token=device.token, token_file=args.token_file)
     return EXIT_OK
 
 

@@ -162,6 +162,10 @@ hive_state = sa.Table(
     sa.Column("silent_alerted", sa.Boolean, nullable=False, server_default=sa.false()),
     # The rules the stored steps were derived with; older rows are re-derived (store.hive_state).
     sa.Column("rules_version", sa.Integer, nullable=False, server_default=sa.text("1")),
+    # An unfinished re-evaluation of the steps (store.hive_state.Walk): where it goes on, and the bucket
+    # before which it may not stop. NULL when the steps all follow from their predecessors.
+    sa.Column("recompute_from", sa.BigInteger, nullable=True),
+    sa.Column("recompute_until", sa.BigInteger, nullable=True),
 )
 
 heartbeats = sa.Table(

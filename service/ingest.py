@@ -57,6 +57,12 @@ def parse_batch(
             event = ClassificationEvent.from_json(raw)
         except EventError as exc:
             raise Invalid(f"events[{index}]: {exc}") from exc
+        except OverflowError as exc:
+            # A valid ISO date whose offset takes it past year 9999 or before year 1 in UTC.
+            stamp = raw.get("window_start") if isinstance(raw, dict) else None
+            raise Invalid(
+                f"events[{index}]: window_start {stamp!r} is not a time in UTC that a date can hold"
+            ) from exc
         if event.device_id != device.device_id:
             raise Forbidden(f"events[{index}]: device_id {event.device_id!r} is not this token's device")
         if event.hive_id != device.hive_id:

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
 from beeaudio.collector.auth import Principal, require_device, require_own_device
 from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.http_errors import error_responses
 from beeaudio.collector.ingest import parse_batch
-from beeaudio.collector.schemas import BatchIn, BatchOut, HeartbeatIn
+from beeaudio.collector.schemas import BatchIn, BatchOut, HeartbeatIn, HeartbeatOut
 from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat
+from beeaudio.collector.store.hive_state import finish_recomputes
 from beeaudio.collector.store.ingest import store_batch
 from beeaudio.core import wire
 
 router = APIRouter(prefix=wire.API_PREFIX, tags=["devices"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or unknown token"},
-    403: {"description": "the token is not this device's"},
-    413: {"description": "too many events or too large a body"},
-}
+_ERRORS = error_responses(401, 403, 404, 408, 413, 422)
 
 
 def _device(principal: Principal) -> DeviceIdentity:
@@ -32,11 +30,13 @@ def _device(principal: Principal) -> DeviceIdentity:
 @router.post("/events", response_model=BatchOut, responses=_ERRORS)
 async def post_events(
     batch: BatchIn,
+    background: BackgroundTasks,
     principal: Principal = Depends(require_device),
     context: AppContext = Depends(get_context),
 ) -> BatchOut:
     """Store a batch of classification events. Idempotent by (device, event_id): re-sent events are
-    counted as duplicates. The answer comes only after the batch is durably committed."""
+    counted as duplicates. The answer comes only after the batch is durably committed; a 4xx means
+    nothing of the batch was stored, a 503 (with ``Retry-After``) that it may be sent again later."""
     device = _device(principal)
     now_ms = context.clock_ms()
     checked = parse_batch(
@@ -57,17 +57,30 @@ async def post_events(
         webhook_urls=context.webhook_urls,
         now_ms=now_ms,
     )
+    if result.unfinished:
+        # A late batch that changes days of steps: the rest of the walk runs after the answer, in
+        # transactions of its own, so neither this device nor other hives wait for it.
+        background.add_task(
+            finish_recomputes,
+            engine=context.engine,
+            defaults=context.defaults,
+            webhook_urls=context.webhook_urls,
+            now_ms=now_ms,
+            hive_id=device.hive_id,
+        )
     return BatchOut(batch_id=result.batch_id, accepted=result.accepted, duplicates=result.duplicates)
 
 
-@router.post("/devices/{device_id}/heartbeat", responses=_ERRORS)
+@router.post("/devices/{device_id}/heartbeat", response_model=HeartbeatOut, responses=_ERRORS)
 async def post_heartbeat(
     device_id: str,
     heartbeat: HeartbeatIn,
     principal: Principal = Depends(require_device),
     context: AppContext = Depends(get_context),
 ) -> dict[str, Any]:
-    """Device health: backlog, outbox depth, dropped readings, model, disk free, uptime, stage timings."""
+    """Device health: backlog, outbox depth, dropped readings, model, disk free, uptime, stage timings. At
+    most ``BEEAUDIO_MAX_HEARTBEAT_BYTES`` (413 above); the latest is kept with the device, and the last
+    ``BEEAUDIO_HEARTBEAT_HISTORY`` of them in the history."""
     require_own_device(principal=principal, device_id=device_id)
     payload = heartbeat.model_dump(by_alias=True)
     reason = wire.unclean_reason(payload)
@@ -79,5 +92,6 @@ async def post_heartbeat(
         device=_device(principal),
         payload=payload,
         now_ms=context.clock_ms(),
+        keep=context.settings.heartbeat_history,
     )
     return {"device_id": device_id, "received": True}

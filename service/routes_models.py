@@ -16,10 +16,12 @@ from beeaudio.collector.auth import (
     require_reader,
 )
 from beeaudio.collector.context import AppContext, get_context
-from beeaudio.collector.registry import model_path, store_upload
-from beeaudio.collector.schemas import DeviceModelOut, ModelOut, PublishIn
+from beeaudio.collector.http_errors import error_responses
+from beeaudio.collector.registry import ModelCheck, model_path, models_dir, store_upload
+from beeaudio.collector.schemas import DeviceModelOut, ModelListed, ModelOut, PublishIn, PublishOut
 from beeaudio.collector.store.devices import hive_of_device
 from beeaudio.collector.store.models import get_model, list_models, model_for_hive, publish
+from beeaudio.collector.uploads import spool_upload
 from beeaudio.core.wire import API_PREFIX, MODELS_PATH
 
 router = APIRouter(prefix=API_PREFIX, tags=["models"])
@@ -51,37 +53,54 @@ def _matches(request: Request, sha256: str) -> bool:
     return _etag(sha256) in tags or "*" in tags
 
 
-@router.post("/models", status_code=201, response_model=ModelOut, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "/models",
+    status_code=201,
+    response_model=ModelOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(401, 403, 408, 413, 422),
+)
 async def post_model(
     request: Request, _: Principal = Depends(require_admin), context: AppContext = Depends(get_context)
 ) -> dict[str, Any]:
-    """Upload a ``.beemodel`` (raw body, or multipart field ``file``); it is verified before it is kept."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_part_size=context.settings.max_model_bytes)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(422, "multipart upload needs a file field named 'file'")
-        content = await upload.read()
-    else:
-        content = await request.body()
-    return await run_in_threadpool(
-        store_upload,
-        engine=context.engine,
-        data_dir=context.data_dir,
-        content=content,
-        now_ms=context.clock_ms(),
+    """Upload a ``.beemodel`` (raw body, or multipart field ``file``). It streams to a file (the admin token
+    is checked before the first byte is read), is verified, loaded and self-tested in a child process,
+    and only then kept; a refused bundle is a 422 that says why, and leaves no file behind."""
+    settings = context.settings
+    upload = await spool_upload(
+        request=request, folder=models_dir(context.data_dir), max_bytes=settings.max_model_bytes
     )
+    check = ModelCheck(
+        enabled=settings.model_check,
+        timeout_s=settings.model_check_timeout_seconds,
+        memory_limit_mb=settings.model_check_memory_mb,
+        python=settings.model_check_python,
+    )
+    try:
+        return await run_in_threadpool(
+            store_upload,
+            engine=context.engine,
+            data_dir=context.data_dir,
+            upload=upload,
+            check=check,
+            now_ms=context.clock_ms(),
+        )
+    finally:
+        upload.unlink(missing_ok=True)
 
 
-@router.get("/models", response_model=list[dict[str, Any]])
+@router.get("/models", response_model=list[ModelListed], responses=error_responses(401, 403))
 async def get_models(
     _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> list[dict[str, Any]]:
     return await run_in_threadpool(list_models, engine=context.engine)
 
 
-@router.post("/models/{model_id}/publish")
+@router.post(
+    "/models/{model_id}/publish",
+    response_model=PublishOut,
+    responses=error_responses(401, 403, 404, 413, 422),
+)
 async def post_publish(
     model_id: str,
     body: PublishIn,
@@ -100,6 +119,7 @@ async def post_publish(
     responses={
         204: {"description": "nothing published for this device's hive"},
         304: {"description": "unchanged"},
+        **error_responses(401, 403, 404, 422),
     },
 )
 async def get_device_model(
@@ -131,7 +151,11 @@ async def get_device_model(
 @router.get(
     "/models/{model_id}/file",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 304: {"description": "unchanged"}},
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        304: {"description": "unchanged"},
+        **error_responses(401, 403, 404, 410, 422),
+    },
 )
 async def get_model_file(
     model_id: str,

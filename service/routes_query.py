@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from beeaudio import __version__
 from beeaudio.collector.auth import Principal, require_reader
 from beeaudio.collector.context import AppContext, get_context
+from beeaudio.collector.http_errors import error_responses
 from beeaudio.collector.migrate import current_revision
-from beeaudio.collector.schemas import AlertOut, HealthOut, HistoryOut, HiveStatus
+from beeaudio.collector.schemas import AlertOut, EventPageOut, HealthOut, HistoryOut, HiveStatus
 from beeaudio.collector.store.alerts import alert_list
 from beeaudio.collector.store.queries import all_statuses, event_page, history, hive_status, parse_cursor
 from beeaudio.collector.timeutil import iso_ms, to_ms
@@ -42,7 +43,10 @@ def _time_param(name: str, value: str | None) -> int | None:
     return to_ms(moment)
 
 
-@router.get("/hives", response_model=list[HiveStatus])
+_READ_ERRORS = error_responses(401, 403, 404, 422)
+
+
+@router.get("/hives", response_model=list[HiveStatus], responses=error_responses(401, 403))
 async def get_hives(
     _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> list[dict[str, Any]]:
@@ -62,14 +66,14 @@ async def _status(context: AppContext, hive_id: str) -> dict[str, Any]:
     )
 
 
-@router.get("/hives/{hive_id}", response_model=HiveStatus)
+@router.get("/hives/{hive_id}", response_model=HiveStatus, responses=_READ_ERRORS)
 async def get_hive(
     hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> dict[str, Any]:
     return await _status(context, hive_id)
 
 
-@router.get("/hives/{hive_id}/status", response_model=HiveStatus)
+@router.get("/hives/{hive_id}/status", response_model=HiveStatus, responses=_READ_ERRORS)
 async def get_status(
     hive_id: str, _: Principal = Depends(require_reader), context: AppContext = Depends(get_context)
 ) -> dict[str, Any]:
@@ -78,7 +82,7 @@ async def get_status(
     return await _status(context, hive_id)
 
 
-@router.get("/hives/{hive_id}/history", response_model=HistoryOut)
+@router.get("/hives/{hive_id}/history", response_model=HistoryOut, responses=_READ_ERRORS)
 async def get_history(
     hive_id: str,
     from_: str | None = Query(default=None, alias="from", description="ISO 8601; default: 24 h before `to`"),
@@ -121,7 +125,13 @@ async def get_history(
     }
 
 
-@router.get("/hives/{hive_id}/events")
+# exclude_unset: a v1 event keeps its v1 shape (no quality, novelty), an event without extra has none.
+@router.get(
+    "/hives/{hive_id}/events",
+    response_model=EventPageOut,
+    response_model_exclude_unset=True,
+    responses=_READ_ERRORS,
+)
 async def get_events(
     hive_id: str,
     limit: int = Query(default=100, ge=1, le=1000),
@@ -134,7 +144,7 @@ async def get_events(
     if cursor is not None:
         position = parse_cursor(cursor)
         if position is None:
-            raise HTTPException(422, "cursor is not one this collector handed out")
+            raise HTTPException(422, f"cursor: {cursor!r} is not one this collector handed out")
 
     page = await run_in_threadpool(
         event_page, engine=context.engine, hive_id=hive_id, limit=limit, cursor=position
@@ -142,7 +152,7 @@ async def get_events(
     return {"hive_id": hive_id, "events": page.events, "next_cursor": page.next_cursor}
 
 
-@router.get("/alerts", response_model=list[AlertOut])
+@router.get("/alerts", response_model=list[AlertOut], responses=error_responses(401, 403, 422))
 async def get_alerts(
     hive_id: str | None = None,
     since: str | None = Query(default=None, description="ISO 8601; alerts at or after it, oldest first"),
@@ -158,7 +168,11 @@ async def get_alerts(
     )
 
 
-@router.get("/health", response_model=HealthOut, responses={503: {"description": "database unreachable"}})
+@router.get(
+    "/health",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "database unreachable"}, **error_responses(422)},
+)
 async def get_health(context: AppContext = Depends(get_context)) -> Any:
     """Liveness and database reachability (no auth)."""
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from beeaudio.collector.state import REASONS
 from beeaudio.collector.store.alerts import ALERT_KINDS
@@ -24,6 +25,20 @@ MAX_HIVE_NAME = 200
 
 class _In(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+
+class _ScreenedIn(_In):
+    """An admin body screened whole by ``wire.unclean_reason`` before its fields are read: a NUL in any
+    string (an id PostgreSQL would be asked to compare, a parameter name) is a 422 naming the field. Event
+    batches and heartbeats are screened by their handlers, against the same rule."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _screen(cls, data: Any) -> Any:
+        reason = wire.unclean_reason(data)
+        if reason:
+            raise PydanticCustomError("unclean", reason)
+        return data
 
 
 class EventIn(_In):
@@ -57,9 +72,30 @@ class BatchIn(_In):
 
 
 class BatchOut(BaseModel):
-    batch_id: str
-    accepted: int
-    duplicates: int
+    """The collector's acknowledgement of a batch: sent only once the batch is durably committed."""
+
+    batch_id: str = Field(description="the batch_id of the request")
+    accepted: int = Field(description="events stored by this request")
+    duplicates: int = Field(description="events of the batch that were stored already (or twice in it)")
+
+
+class FieldErrorOut(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every refusal: ``detail`` says what is wrong (and names the field); a 422 from the request checks
+    also lists ``errors`` per field."""
+
+    detail: str
+    errors: list[FieldErrorOut] | None = None
+
+
+class HeartbeatOut(BaseModel):
+    device_id: str
+    received: bool
 
 
 class HeartbeatIn(BaseModel):
@@ -77,28 +113,51 @@ class HeartbeatIn(BaseModel):
     stage_ms: dict[str, float] | None = None
 
 
-class HiveIn(_In):
+class HiveIn(_ScreenedIn):
     name: str = Field(min_length=1, max_length=MAX_HIVE_NAME)
     hive_id: str | None = Field(default=None, pattern=wire.ID_PATTERN)
     state_params: dict[str, float] | None = None
 
 
-class ParamsIn(_In):
+class ParamsIn(_ScreenedIn):
     state_params: dict[str, float]
 
 
-class DeviceIn(_In):
+class DeviceIn(_ScreenedIn):
     device_id: str | None = Field(default=None, pattern=wire.ID_PATTERN)
 
 
 class DeviceOut(BaseModel):
     device_id: str
     hive_id: str
-    token: str
+    token: str = Field(description="the device's bearer token, shown only in this answer")
 
 
-class PublishIn(_In):
-    hive_id: str | None = None
+class DeviceStatusOut(BaseModel):
+    """A device and its last heartbeat; never its token."""
+
+    device_id: str
+    hive_id: str
+    created_at: str | None
+    revoked_at: str | None
+    last_seen: str | None
+    last_heartbeat: str | None
+    heartbeat: dict[str, Any] | None
+
+
+class RevokedOut(BaseModel):
+    device_id: str
+    revoked: bool
+
+
+class PublishIn(_ScreenedIn):
+    hive_id: str | None = Field(default=None, max_length=wire.MAX_ID)
+
+
+class PublishOut(BaseModel):
+    model_id: str
+    hive_id: str | None
+    published_at: str
 
 
 class WindowOut(BaseModel):
@@ -152,6 +211,37 @@ class HistoryOut(BaseModel):
     buckets: list[HistoryBucket]
 
 
+class EventOut(BaseModel):
+    """An event as stored, with when it arrived (``extra`` only when the device sent one)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: Literal[wire.EVENT_SCHEMAS] = Field(alias="schema")
+    event_id: str
+    hive_id: str
+    device_id: str
+    model_name: str
+    model_version: str
+    window_start: str
+    window_seconds: float
+    probabilities: dict[str, float]
+    label: str
+    swarm_score: float
+    level_dbfs: float
+    source_format: str
+    received_at: str | None
+    quality: str | None = None
+    novelty: float | None = None
+    novelty_threshold: float | None = None
+    extra: dict[str, Any] | None = None
+
+
+class EventPageOut(BaseModel):
+    hive_id: str
+    events: list[EventOut]
+    next_cursor: str | None = Field(description="hand it back as `cursor` for the next page; null: last page")
+
+
 class AlertOut(BaseModel):
     alert_id: str
     hive_id: str
@@ -165,10 +255,14 @@ class ModelOut(BaseModel):
     model_id: str
     model_name: str
     model_version: str
-    sha256: str
+    sha256: str = Field(description="sha256 of the bundle file")
     size: int
-    model_sha256: str | None = None
+    model_sha256: str | None = Field(default=None, description="sha256 of model.tflite in it")
     uploaded_at: str | None = None
+
+
+class ModelListed(ModelOut):
+    published_to: list[str] = Field(description="hive ids, or * for every hive")
 
 
 class DeviceModelOut(BaseModel):

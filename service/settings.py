@@ -1,8 +1,10 @@
 """Collector settings, read from ``BEEAUDIO_*`` environment variables (or passed explicitly in tests).
 
-The admin secret is the one setting that can make a deployment unsafe, so :func:`resolve_admin_token`
-refuses an empty or well-known value unless the collector runs in the explicit ``local`` mode, where it
-generates one, keeps it in a file (so a restart keeps the same token) and says where.
+The admin and read secrets are the settings that can make a deployment unsafe, so
+:func:`resolve_admin_token` and :func:`resolve_read_token` refuse weak values
+(:func:`beeaudio.collector.secret_rules.secret_weakness`: short, a default, mostly words or sequences, a
+repetition) unless the collector runs in the explicit ``local`` mode, where an unset admin token is
+generated, kept in a file (so a restart keeps the same token) and shown.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from beeaudio.collector.secret_rules import MIN_SECRET_LENGTH, secret_weakness
 from beeaudio.collector.state import StateParams
 from beeaudio.core.errors import EXIT_USAGE, BeeaudioError
 
 log = logging.getLogger(__name__)
 
-#: Values that are never accepted as an admin secret outside local mode.
-WEAK_SECRETS = frozenset({"", "admin", "changeme", "change-me", "secret", "password", "token", "default"})
-MIN_SECRET_LENGTH = 16
+_GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class SettingsError(BeeaudioError, RuntimeError):
@@ -51,8 +52,23 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     max_model_bytes: int = Field(default=64_000_000, ge=1024)
+    #: A heartbeat is a few hundred bytes of health figures; this bounds what one may store.
+    max_heartbeat_bytes: int = Field(default=16_384, ge=1024)
+    #: Heartbeats kept per device besides its latest (older ones are deleted as new ones arrive).
+    heartbeat_history: int = Field(default=100, ge=1, le=100_000)
+    #: A client that sends nothing of its request body for this long gets 408 (a stalled upload).
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
     #: How far in the future (device clock ahead of ours) a window may start and still be accepted.
     future_tolerance_seconds: float = Field(default=300.0, ge=0)
+
+    # Model uploads are loaded and self-tested in a child process (beeaudio.core.sandbox) before they are
+    # kept; false keeps them after the file checks alone (a collector without a TF-Lite runtime).
+    model_check: bool = True
+    model_check_timeout_seconds: float = Field(default=60.0, gt=0)
+    model_check_memory_mb: int = Field(default=1024, ge=0)
+    #: The child's interpreter (default: the collector's own), e.g. a virtualenv with the TF-Lite runtime
+    #: the devices run (tflite-runtime 2.14 on 32-bit Raspberry Pi OS), so the check is theirs.
+    model_check_python: str | None = None
 
     # Rollups: the width of the stored per-device time buckets that history and state are computed from.
     bucket_seconds: int = Field(default=60, ge=1, le=3600)
@@ -131,17 +147,17 @@ def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
     (mode 0600), so the beekeeper's scripts keep working across restarts.
     """
     token = settings.admin_token.get_secret_value()
-    weak = token.strip().lower() in WEAK_SECRETS or len(token) < MIN_SECRET_LENGTH
-    if not weak:
+    weakness = secret_weakness(token)
+    if weakness is None:
         return token, False
     if settings.mode != "local":
         raise SettingsError(
-            "BEEAUDIO_ADMIN_TOKEN is empty, too short (< 16 characters) or a well-known default; "
-            "set a random secret (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') "
-            "or run with BEEAUDIO_MODE=local for a demo"
+            f"BEEAUDIO_ADMIN_TOKEN is {'not set' if not token else 'weak: ' + weakness}; set a random secret "
+            f"of at least {MIN_SECRET_LENGTH} characters (e.g. {_GENERATE}) or run with BEEAUDIO_MODE=local "
+            "for a demo"
         )
     if token:
-        log.warning("local mode: using a weak admin token; never expose this collector")
+        log.warning("local mode: using a weak admin token (%s); never expose this collector", weakness)
         return token, False
     path = settings.admin_token_file()
     if path.is_file():
@@ -155,3 +171,23 @@ def resolve_admin_token(settings: Settings) -> tuple[str, bool]:
         handle.write(token + "\n")
     log.warning("local mode: generated an admin token, written to %s", path)
     return token, True
+
+
+def resolve_read_token(settings: Settings, *, admin_token: str) -> str:
+    """The read token, or "" when none is set. When set it is held to the admin token's rules (it reads
+    every hive's data), and it must differ from the admin token (else the admin token reads as admin)."""
+    token = settings.read_token.get_secret_value()
+    if not token:
+        return ""
+    if token == admin_token:
+        raise SettingsError("BEEAUDIO_READ_TOKEN is the admin token; give it a secret of its own")
+    weakness = secret_weakness(token)
+    if weakness is None:
+        return token
+    if settings.mode != "local":
+        raise SettingsError(
+            f"BEEAUDIO_READ_TOKEN is weak: {weakness}; set a random secret of at least {MIN_SECRET_LENGTH} "
+            f"characters (e.g. {_GENERATE}), or leave it unset"
+        )
+    log.warning("local mode: using a weak read token (%s); never expose this collector", weakness)
+    return token

@@ -14,6 +14,14 @@ decoder gives up part way (libsndfile then returns nothing usable for that read)
 
 Only numpy, soundfile and soxr are imported (this module runs on the hive device). Encoding MP3 is a desktop
 job (codec experiments, augmentation, test files): :mod:`beeaudio.desktop.codec`.
+
+Resampling is soxr's when it is installed. Where it is not (PyPI has no 32-bit ARM wheel of soxr, so a
+32-bit Raspberry Pi OS device may lack it), :class:`SincResampler` does it: a Kaiser-windowed sinc in numpy,
+flat to 1e-5 up to 0.4 of the lower rate and 100 dB down from 0.5 of it, which is far more than the model's
+band (100-1000 Hz at 8 kHz) needs: the features of audio it resampled stay within 1e-4 of soxr's, the
+tolerance the front end is held to against librosa (``tests/core/test_resample_fallback.py``). Common rates
+cost a few ms per second of audio on a desktop; rates with a large reduced ratio (e.g. 44101 Hz) cost a
+second or so more per file, for its table of taps. :data:`RESAMPLER` says which one this process uses.
 """
 
 from __future__ import annotations
@@ -28,7 +36,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+try:
+    import soxr
+except ImportError:  # no armv7l wheel on PyPI: SincResampler below does the resampling
+    soxr = None
 
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.fsio import atomic_path
@@ -37,6 +49,7 @@ if TYPE_CHECKING:
     from beeaudio.core.features import FeatureConfig
 
 __all__ = [
+    "RESAMPLER",
     "SUPPORTED_CONTAINERS",
     "AudioError",
     "AudioInfo",
@@ -44,6 +57,7 @@ __all__ = [
     "EmptyAudioError",
     "NonFiniteAudioError",
     "NotAudioError",
+    "SincResampler",
     "TooShortAudioError",
     "TruncatedAudioError",
     "UnsupportedAudioError",
@@ -52,6 +66,7 @@ __all__ = [
     "load",
     "probe",
     "resample",
+    "sinc_resample",
     "write_wav",
 ]
 
@@ -66,6 +81,8 @@ _CONTAINER_OF_FORMAT.update({"FLAC": "FLAC", "OGG": "OGG"})
 # Smallest complete header of each container: a file shorter than this that libsndfile refuses was cut.
 _MIN_HEADER_BYTES = {"FLAC": 42, "OGG": 58, "MP3": 4}
 _WAV_TAGS = {1: "PCM", 3: "IEEE float", 0xFFFE: "extensible"}
+#: The resampler of this process: "soxr", or "sinc" (:class:`SincResampler`) where soxr is not installed.
+RESAMPLER = "soxr" if soxr is not None else "sinc"
 
 
 class AudioError(BeeaudioError):
@@ -375,12 +392,15 @@ def audio_files(*, paths: Iterable[Path]) -> list[Path]:
 
 
 def resample(audio: np.ndarray, *, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling (soxr, high quality) of a mono signal, as float32."""
+    """Band-limited resampling (soxr, high quality; :class:`SincResampler` without soxr) of a mono
+    signal, as float32."""
     signal = np.asarray(audio, dtype=np.float32)
     if orig_rate <= 0 or target_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
     if orig_rate == target_rate or signal.size == 0:
         return signal.copy()
+    if soxr is None:
+        return sinc_resample(signal, orig_rate=orig_rate, target_rate=target_rate)
     return np.asarray(soxr.resample(signal, orig_rate, target_rate), dtype=np.float32)
 
 
@@ -443,8 +463,10 @@ def _windows(
     except sf.LibsndfileError as error:
         raise TruncatedAudioError(path, f"could not reopen for decoding: {error}") from error
     with handle:
-        stream = None
-        if info.sample_rate != rate:
+        stream: soxr.ResampleStream | SincResampler | None = None
+        if info.sample_rate != rate and soxr is None:
+            stream = SincResampler(orig_rate=info.sample_rate, target_rate=rate)
+        elif info.sample_rate != rate:
             stream = soxr.ResampleStream(info.sample_rate, rate, 1, dtype="float32")
         block_frames = max(1, round(block_seconds * info.sample_rate))
         buffer = np.zeros(0, dtype=np.float32)
@@ -494,3 +516,118 @@ def write_wav(path: Path, *, audio: np.ndarray, sample_rate: int, subtype: str =
     with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
     return path
+
+
+# -- the resampler where soxr is not installed --
+class SincResampler:
+    """Streaming band-limited resampling in numpy: a Kaiser-windowed sinc evaluated at every output's
+    position (polyphase: one row of taps per fractional position), linear phase and without delay.
+
+    The filter is designed on the lower of the two rates ``low``: flat (ripple 1e-5) up to ``0.4 * low``
+    and attenuated by 100 dB from ``0.5 * low``, so nothing above the new Nyquist frequency folds back.
+    Output ``n`` lies at input time ``n * orig_rate / target_rate``; samples before the start and after the
+    end are zeros, and a signal of ``m`` samples gives ``round(m * target_rate / orig_rate)`` (halves up),
+    as soxr does. :meth:`resample_chunk` takes the signal in pieces of any size and gives exactly the
+    samples of one call over the whole of it (``last=True`` on the final piece).
+    """
+
+    PASS_EDGE = 0.40  # of the lower rate: flat up to here
+    STOP_EDGE = 0.50  # of the lower rate: 100 dB down from here
+    ATTENUATION_DB = 100.0
+    #: Above this many fractional positions the taps are computed per output instead of tabulated (the
+    #: table holds ``up * taps`` floats: at most ~50 MB).
+    MAX_TABLE_PHASES = 16384
+
+    def __init__(self, *, orig_rate: int, target_rate: int) -> None:
+        if orig_rate <= 0 or target_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
+        common = math.gcd(int(orig_rate), int(target_rate))
+        self.up, self.down = int(target_rate) // common, int(orig_rate) // common  # output n at n*down/up
+        low = min(orig_rate, target_rate)
+        # Kaiser's design rule, in cycles per input sample.
+        width = (self.STOP_EDGE - self.PASS_EDGE) * low / orig_rate
+        self._cutoff = 0.5 * (self.STOP_EDGE + self.PASS_EDGE) * low / orig_rate
+        self._beta = 0.1102 * (self.ATTENUATION_DB - 8.7)
+        self._half = 0.5 * (self.ATTENUATION_DB - 7.95) / (2.285 * 2 * math.pi * width)
+        self.taps = 2 * math.ceil(self._half)  # input samples each output depends on
+        self._table = (
+            self._weights(np.arange(self.up, dtype=np.int64)) if self.up <= self.MAX_TABLE_PHASES else None
+        )
+        k = self.taps // 2
+        self._buffer = np.zeros(k, dtype=np.float64)  # the zeros before the signal
+        self._buffer_start = -k  # input index of _buffer[0]
+        self._consumed = 0  # input samples received
+        self._next = 0  # index of the next output
+        self._done = False
+
+    def _weights(self, phases: np.ndarray) -> np.ndarray:
+        """Taps ``(len(phases), taps)`` for outputs at fractional input positions ``phases / up``, each row
+        summing to one (no ripple of the gain from one position to the next)."""
+        k = self.taps // 2
+        tau = (phases[:, None] / self.up) + (k - 1) - np.arange(self.taps)[None, :]  # t - j, input samples
+        ratio = np.clip(tau / self._half, -1.0, 1.0)
+        window = np.i0(self._beta * np.sqrt(1.0 - ratio * ratio)) / np.i0(self._beta)
+        window[np.abs(tau) > self._half] = 0.0
+        kernel = 2 * self._cutoff * np.sinc(2 * self._cutoff * tau) * window
+        return kernel / kernel.sum(axis=1, keepdims=True)
+
+    def resample_chunk(self, chunk: np.ndarray, *, last: bool = False) -> np.ndarray:
+        """The output samples that ``chunk`` (the next input samples, mono) completes, as float32."""
+        if self._done:
+            raise ValueError("the resampler has had its last chunk")
+        x = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        self._consumed += x.size
+        k = self.taps // 2
+        parts = [self._buffer, x]
+        if last:
+            parts.append(np.zeros(k, dtype=np.float64))  # the zeros after the signal
+            total = (2 * self._consumed * self.up + self.down) // (2 * self.down)
+        self._buffer = np.concatenate(parts)
+        if last:
+            end = total
+        else:
+            # Output n needs inputs floor(n*down/up) - k + 1 .. floor(n*down/up) + k: the outputs before
+            # `end` have all theirs.
+            available = self._buffer_start + self._buffer.size  # one past the last input index known
+            end = max(self._next, -(-(available - k) * self.up // self.down))
+        out = self._compute(self._next, end)
+        self._next = end
+        if last:
+            self._done = True
+            self._buffer = np.zeros(0, dtype=np.float64)
+        else:  # keep what later outputs still need
+            first_needed = self._next * self.down // self.up - k + 1
+            drop = min(max(0, first_needed - self._buffer_start), self._buffer.size)
+            self._buffer = self._buffer[drop:]
+            self._buffer_start += drop
+        return out
+
+    def _compute(self, start: int, end: int) -> np.ndarray:
+        out = np.empty(max(0, end - start), dtype=np.float32)
+        k = self.taps // 2
+        windows = np.lib.stride_tricks.sliding_window_view(self._buffer, self.taps)
+        # Outputs n and n + up sit at the same fractional position, down inputs apart: one strided pass
+        # (a view, no copy) per position. Each output is the same dot product however the input was cut.
+        if self._table is None:  # rates with more positions than a table holds (e.g. 8001 -> 8000 Hz)
+            for first in range(start, end, self.MAX_TABLE_PHASES):
+                n = np.arange(first, min(end, first + self.MAX_TABLE_PHASES), dtype=np.int64)
+                base, phase = np.divmod(n * self.down, self.up)
+                rows, weights = windows[base - k + 1 - self._buffer_start], self._weights(phase)
+                out[first - start : first - start + n.size] = np.einsum("ij,ij->i", rows, weights)
+            return out
+        for first in range(start, min(end, start + self.up)):
+            base, phase = divmod(first * self.down, self.up)
+            count = len(range(first, end, self.up))
+            offset = base - k + 1 - self._buffer_start
+            rows = windows[offset : offset + (count - 1) * self.down + 1 : self.down]
+            out[first - start :: self.up] = np.einsum("ij,j->i", rows, self._table[phase])
+        return out
+
+
+def sinc_resample(audio: np.ndarray, *, orig_rate: int, target_rate: int) -> np.ndarray:
+    """:class:`SincResampler` over a whole mono signal, as float32 (what :func:`resample` does without
+    soxr)."""
+    signal = np.asarray(audio, dtype=np.float32)
+    if orig_rate == target_rate or signal.size == 0:
+        return signal.copy()
+    return SincResampler(orig_rate=orig_rate, target_rate=target_rate).resample_chunk(signal, last=True)

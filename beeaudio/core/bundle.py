@@ -4,7 +4,23 @@ Members:
 
 * ``model.tflite`` — the TF-Lite flatbuffer (builtin ops only, float32 or full-integer int8);
 * ``manifest.json`` — the contract between training and the device (see :class:`BundleManifest`);
-* ``selftest.npz`` — a few feature windows with the probabilities the model must give for them.
+* ``selftest.npz`` — a few feature windows with the probabilities the model must give for them, within the
+  tolerance the manifest's ``selftest`` section gives and derives from the model's quantisation
+  (:class:`SelfTestTolerance`; bundles written before it have only the ``atol`` in ``selftest.npz``);
+* ``novelty.npz`` (optional) — the arrays of the novelty detector (:mod:`beeaudio.core.novelty`), present
+  when the manifest has a ``novelty`` section, which records its sha256, kind, views and threshold.
+
+Optional parts keep format version 1: a reader that does not know a manifest key or a member ignores it
+(older beeaudio reads newer bundles, without their detector), and a bundle without a ``novelty`` section
+loads with no detector (its events carry ``novelty`` null). A ``novelty`` section that is there must be
+well formed and match its member, or the bundle is refused.
+
+The one exception is the optional ``normalization`` section
+(:class:`beeaudio.core.baseline.NormalizationSpec`): a model that takes features relative to a hive's
+baseline cannot be run on plain features, so an older beeaudio must refuse it rather than ignore the
+section. Such bundles are written with format version
+:data:`NORMALIZED_FORMAT_VERSION` (2), which older readers refuse with "upgrade beeaudio"; a version-1
+manifest with the section, or a section this code cannot compute, is refused here too.
 
 :func:`read_bundle` refuses a bundle that is not a zip, lacks a member, has a format version this code
 does not know, fails its checksum, has a malformed manifest or a feature config this code cannot compute —
@@ -27,14 +43,22 @@ from typing import Any
 
 import numpy as np
 
+from beeaudio.core.baseline import BaselineError, NormalizationSpec
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.features import FeatureConfig
 from beeaudio.core.fsio import sha256_hex
+from beeaudio.core.novelty import KIND as NOVELTY_KIND
+from beeaudio.core.novelty import MEMBER as NOVELTY_MEMBER
+from beeaudio.core.novelty import VIEWS as NOVELTY_VIEWS
+from beeaudio.core.novelty import NoveltyDetector
+from beeaudio.core.wire import MAX_NOVELTY
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT_VERSION = 1
-KNOWN_FORMAT_VERSIONS: tuple[int, ...] = (1,)
+#: The format version of bundles whose features are relative to a hive baseline (older readers refuse it).
+NORMALIZED_FORMAT_VERSION = 2
+KNOWN_FORMAT_VERSIONS: tuple[int, ...] = (1, NORMALIZED_FORMAT_VERSION)
 BUNDLE_SUFFIX = ".beemodel"
 
 MODEL_MEMBER = "model.tflite"
@@ -45,6 +69,22 @@ MEMBERS = (MODEL_MEMBER, MANIFEST_MEMBER, SELFTEST_MEMBER)
 QUANTIZATIONS = ("float32", "int8")
 # A hive model is tens of KB; a member this large is a mistake or a zip bomb, not a model.
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
+# The detector's arrays are a few tens of KB (52 features: a 52 × 52 matrix per view); bounded well above.
+MAX_NOVELTY_BYTES = 4 * 1024 * 1024
+#: Views a novelty section may list (this code computes the ones in beeaudio.core.novelty.VIEWS).
+MAX_NOVELTY_VIEWS = 8
+#: Self-test tolerance of float32 models: runtimes differ only by float rounding (FMA on ARM or not).
+FLOAT_SELFTEST_ATOL = 1e-4
+#: int8 self-test tolerance, part 1, in quantisation steps of the logits (the softmax/logistic input). The
+#: runtimes' two kernel families requantise the last layer's exact int32 sums with different roundings:
+#: XNNPACK (LiteRT's default, the same results on x86 and aarch64) and the builtin kernels (LiteRT without
+#: its delegate, tflite-runtime 2.14's int8 path) put a logit one step apart on 41 of 176 windows of the
+#: tiny test model, never more; one logit step moves a probability by up to ``gain * logit_scale``.
+SELFTEST_LOGIT_STEPS = 1
+#: Part 2, in output quantisation steps: each side rounds its probability to the output grid.
+SELFTEST_OUTPUT_STEPS = 2
+#: The rule of bundles written before the manifest's ``selftest`` section (logits not inspected).
+LEGACY_OUTPUT_STEPS = 4
 
 
 class BundleError(BeeaudioError):
@@ -78,6 +118,146 @@ class QuantParams:
 
 
 @dataclass(frozen=True)
+class NoveltySpec:
+    """The manifest's ``novelty`` section: which detector, its member's checksum, the threshold, and what
+    the fit and the export measured (``info``: ``fitted_on``, ``threshold_rule``, ``heldout_flagged``, ...).
+    """
+
+    kind: str
+    threshold: float
+    views: tuple[str, ...]
+    sha256: str
+    member: str = NOVELTY_MEMBER
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "member": self.member,
+            "sha256": self.sha256,
+            "threshold": float(self.threshold),
+            "views": list(self.views),
+            **self.info,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> NoveltySpec:
+        """Parse the section strictly; BundleError names what is wrong."""
+        if not isinstance(data, dict):
+            raise BundleError(f"manifest field 'novelty' must be an object, got {type(data).__name__}")
+        missing = [name for name in ("kind", "member", "sha256", "threshold", "views") if name not in data]
+        if missing:
+            raise BundleError(f"manifest 'novelty' section lacks {', '.join(missing)}")
+        kind, member, digest = data["kind"], data["member"], data["sha256"]
+        threshold, views = data["threshold"], data["views"]
+        if not isinstance(kind, str) or not kind or len(kind) > 64:
+            raise BundleError(f"novelty kind must be a short non-empty string, got {kind!r}")
+        if member != NOVELTY_MEMBER:
+            raise BundleError(f"novelty member must be {NOVELTY_MEMBER!r}, got {member!r}")
+        if not _is_sha256(digest):
+            raise BundleError(f"novelty sha256 must be 64 lowercase hex digits, got {digest!r}")
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not (math.isfinite(threshold) and 0.0 < threshold <= MAX_NOVELTY)
+        ):
+            raise BundleError(f"novelty threshold must be a positive finite number, got {threshold!r}")
+        if (
+            not isinstance(views, list)
+            or not 1 <= len(views) <= MAX_NOVELTY_VIEWS
+            or not all(isinstance(v, str) and v and len(v) <= 64 for v in views)
+            or len(set(views)) != len(views)
+        ):
+            raise BundleError(f"novelty views must list 1..{MAX_NOVELTY_VIEWS} distinct names, got {views!r}")
+        flagged = data.get("heldout_flagged")
+        if flagged is not None and (
+            isinstance(flagged, bool) or not isinstance(flagged, int | float) or not 0.0 <= flagged <= 1.0
+        ):
+            raise BundleError(f"novelty heldout_flagged must be a share in [0, 1] or null, got {flagged!r}")
+        info = {k: v for k, v in data.items() if k not in ("kind", "member", "sha256", "threshold", "views")}
+        return cls(
+            kind=kind, threshold=float(threshold), views=tuple(views), sha256=digest, member=member, info=info
+        )
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+#: Largest |Δp| per unit of |Δz| (every logit moved by at most that) of the output activations:
+#: softmax Σ_j |∂p_i/∂z_j| = 2 p_i (1 - p_i) <= 1/2; logistic p (1 - p) <= 1/4.
+ACTIVATION_GAIN = {"softmax": 0.5, "logistic": 0.25}
+
+
+@dataclass(frozen=True)
+class SelfTestTolerance:
+    """The manifest's ``selftest`` section: how far a runtime's self-test outputs may be from the
+    exporter's (``atol``, the same as in ``selftest.npz``) and what it was derived from.
+
+    int8 models (:func:`selftest_tolerance`): ``logit_steps * logit_scale * gain + output_steps *
+    output_scale``, where ``logit_scale`` is the quantisation step of the output activation's input (the
+    logits) and ``gain`` the activation's largest slope (:data:`ACTIVATION_GAIN`), or more when the
+    exporter measured more between the kernel families (``measured``). float32 models: 1e-4.
+    """
+
+    atol: float
+    rule: str
+    output_scale: float | None = None
+    output_steps: float | None = None
+    logit_scale: float | None = None
+    logit_steps: float | None = None
+    activation: str | None = None
+    #: The largest |Δ| the exporter saw between XNNPACK and the builtin kernels, and over how many windows.
+    measured: float | None = None
+    measured_windows: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"atol": float(self.atol), "rule": self.rule}
+        for name in (
+            "output_scale", "output_steps", "logit_scale", "logit_steps", "activation", "measured",
+            "measured_windows",
+        ):  # fmt: skip
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> SelfTestTolerance:
+        """Parse the section strictly; BundleError names what is wrong."""
+        if not isinstance(data, dict):
+            raise BundleError(f"manifest field 'selftest' must be an object, got {type(data).__name__}")
+
+        def number(name: str, *, required: bool = False) -> float | None:
+            value = data.get(name)
+            if value is None and not required:
+                return None
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and (value > 0 or (value == 0 and not required)))
+            ):
+                raise BundleError(f"manifest selftest {name} must be a positive finite number, got {value!r}")
+            return float(value)
+
+        rule, activation = data.get("rule", ""), data.get("activation")
+        if not isinstance(rule, str) or len(rule) > 500:
+            raise BundleError(f"manifest selftest rule must be a short string, got {rule!r}")
+        if activation is not None and not isinstance(activation, str):
+            raise BundleError(f"manifest selftest activation must be a string, got {activation!r}")
+        return cls(
+            atol=number("atol", required=True),  # type: ignore[arg-type]
+            rule=rule,
+            output_scale=number("output_scale"),
+            output_steps=number("output_steps"),
+            logit_scale=number("logit_scale"),
+            logit_steps=number("logit_steps"),
+            activation=activation,
+            measured=number("measured"),
+            measured_windows=int(windows) if (windows := number("measured_windows")) is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     """What the device needs to know about the model, serialised as ``manifest.json``.
 
@@ -108,9 +288,16 @@ class BundleManifest:
     # deviations below 1), so without it the small features vanish in int8.
     feature_mean: tuple[float, ...] | None = None
     feature_std: tuple[float, ...] | None = None
+    # Optional novelty detector (its arrays are the bundle member ``novelty.npz``); None: no detector.
+    novelty: NoveltySpec | None = None
+    # Optional: the features are relative to the hive's baseline (format version 2); None: plain features.
+    normalization: NormalizationSpec | None = None
+    # Optional: the self-test tolerance and its derivation; None: a bundle written before it (the atol in
+    # selftest.npz alone).
+    selftest: SelfTestTolerance | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "format_version": self.format_version,
             "model_name": self.model_name,
             "model_version": self.model_version,
@@ -130,6 +317,13 @@ class BundleManifest:
             "training": self.training,
             "created_at": self.created_at,
         }
+        if self.novelty is not None:  # absent, not null, without one: manifests of older exports unchanged
+            data["novelty"] = self.novelty.to_json()
+        if self.normalization is not None:
+            data["normalization"] = self.normalization.to_json()
+        if self.selftest is not None:
+            data["selftest"] = self.selftest.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BundleManifest:
@@ -204,6 +398,12 @@ class BundleManifest:
             feature_config = FeatureConfig.from_dict(data["feature_config"])
         except (ValueError, TypeError) as exc:
             raise BundleError(f"manifest feature_config cannot be served by this beeaudio: {exc}") from exc
+        normalization = None
+        if data.get("normalization") is not None:
+            try:
+                normalization = NormalizationSpec.from_json(data["normalization"])
+            except BaselineError as exc:
+                raise BundleError(f"manifest {exc}") from exc
         training = data.get("training", {})
         if not isinstance(training, dict):
             raise BundleError(f"manifest field 'training' must be an object, got {type(training).__name__}")
@@ -229,6 +429,11 @@ class BundleManifest:
             output_quant=quant("output_quant"),
             feature_mean=floats("feature_mean"),
             feature_std=floats("feature_std"),
+            novelty=NoveltySpec.from_json(data["novelty"]) if data.get("novelty") is not None else None,
+            normalization=normalization,
+            selftest=(
+                SelfTestTolerance.from_json(data["selftest"]) if data.get("selftest") is not None else None
+            ),
         )
         manifest.check()
         return manifest
@@ -272,8 +477,34 @@ class BundleManifest:
                 )
             if not all(s > 0 for s in self.feature_std):
                 raise BundleError("feature_std values must be positive")
-        if len(self.model_sha256) != 64 or any(c not in "0123456789abcdef" for c in self.model_sha256):
+        if not _is_sha256(self.model_sha256):
             raise BundleError(f"model_sha256 must be 64 lowercase hex digits, got {self.model_sha256!r}")
+        if self.normalization is not None and self.format_version < NORMALIZED_FORMAT_VERSION:
+            raise BundleError(
+                f"the features are relative to a hive baseline (normalization {self.normalization.kind}) but "
+                f"format_version is {self.format_version}: such bundles are format "
+                f"{NORMALIZED_FORMAT_VERSION}, so that an older beeaudio refuses them instead of running "
+                "them on plain features"
+            )
+        if self.normalization is not None and self.normalization.calibration_label not in self.labels:
+            raise BundleError(
+                f"normalization calibration_label {self.normalization.calibration_label!r} is not one of the "
+                f"labels {list(self.labels)}"
+            )
+
+        tolerance = self.selftest
+        if (
+            tolerance is not None
+            and tolerance.output_scale is not None
+            and not (
+                self.output_quant is not None
+                and math.isclose(tolerance.output_scale, self.output_quant.scale, rel_tol=1e-6)
+            )
+        ):
+            raise BundleError(
+                f"the self-test tolerance was derived for output scale {tolerance.output_scale:g}, but the "
+                f"model's output quantisation is {self.output_quant}"
+            )
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -312,19 +543,73 @@ class Bundle:
     manifest: BundleManifest
     model_bytes: bytes
     selftest: SelfTest
+    #: The novelty detector, or None (no ``novelty`` section, or a kind this code does not compute).
+    novelty: NoveltyDetector | None = None
+
+
+def selftest_tolerance(
+    *,
+    quantization: str,
+    output_quant: QuantParams | None = None,
+    logit_quant: QuantParams | None = None,
+    activation: str | None = None,
+    measured: float | None = None,
+    measured_windows: int | None = None,
+) -> SelfTestTolerance:
+    """How far a runtime may drift from the exporting one and still be the same model, from its quantisation.
+
+    Integer sums are exact everywhere; runtimes differ where they round. What was measured (x86 and aarch64
+    under qemu, LiteRT with and without XNNPACK, tflite-runtime 2.14): XNNPACK gives the same int8 results
+    on both architectures; the builtin kernels, which a runtime uses when XNNPACK is off or cannot start,
+    requantise the logits one step apart from it on some windows; for equal logits every softmax agreed.
+    So an int8 model's tolerance is :data:`SELFTEST_LOGIT_STEPS` logit steps through the activation's slope
+    plus :data:`SELFTEST_OUTPUT_STEPS` output steps. It grows with the logit scale: a confident model (logit
+    scale 0.16) moves by 0.04 for one logit step, ten output steps, which the former fixed rule of
+    :data:`LEGACY_OUTPUT_STEPS` output steps refused. ``measured`` (the largest |Δ| the exporter saw between
+    the two kernel families) widens it to ``measured`` plus two output steps when that is more (a deeper
+    model whose hidden layers add up to a second logit step). ``logit_quant`` unknown: the former rule.
+    Anything beyond is a wrong model, wrong features or a broken runtime.
+    """
+    if quantization == "float32":
+        atol, rule = FLOAT_SELFTEST_ATOL, "float32: 1e-4 (float rounding only)"
+        if measured is not None and 2 * measured > atol:
+            atol, rule = 2 * measured, f"float32: twice the {measured:.3g} measured between kernels"
+        return SelfTestTolerance(atol=atol, rule=rule, measured=measured, measured_windows=measured_windows)
+    step = output_quant.scale if output_quant else 1.0 / 256.0
+    gain = ACTIVATION_GAIN.get(activation or "")
+    if logit_quant is None or gain is None:
+        return SelfTestTolerance(
+            atol=float(max(LEGACY_OUTPUT_STEPS * step, 1e-3)),
+            rule=f"int8: {LEGACY_OUTPUT_STEPS} output steps (output activation and logits not inspected)",
+            output_scale=float(step),
+            output_steps=float(LEGACY_OUTPUT_STEPS),
+        )
+    atol = SELFTEST_LOGIT_STEPS * logit_quant.scale * gain + SELFTEST_OUTPUT_STEPS * step
+    rule = (
+        f"int8: {SELFTEST_LOGIT_STEPS} logit step x {logit_quant.scale:.6g} x {activation} gain {gain:g} "
+        f"+ {SELFTEST_OUTPUT_STEPS} output steps x {step:.6g}"
+    )
+    if measured is not None and measured + SELFTEST_OUTPUT_STEPS * step > atol:
+        atol = measured + SELFTEST_OUTPUT_STEPS * step
+        rule = f"int8: the {measured:.6g} measured between kernels + {SELFTEST_OUTPUT_STEPS} output steps"
+    return SelfTestTolerance(
+        atol=float(atol),
+        rule=rule,
+        output_scale=float(step),
+        output_steps=float(SELFTEST_OUTPUT_STEPS),
+        logit_scale=float(logit_quant.scale),
+        logit_steps=float(SELFTEST_LOGIT_STEPS),
+        activation=activation,
+        measured=measured,
+        measured_windows=measured_windows,
+    )
 
 
 def default_selftest_atol(*, quantization: str, output_quant: QuantParams | None = None) -> float:
-    """How far a runtime may drift from the exporting one and still be the same model.
-
-    Float kernels differ between runtimes only by rounding; int8 kernels (XNNPACK vs the reference ones in
-    tflite-runtime 2.14) may differ by a step in an intermediate layer, which can move the output by a few
-    output quantisation steps. Anything beyond that is a wrong model, wrong features or a broken runtime.
-    """
-    if quantization == "float32":
-        return 1e-4
-    step = output_quant.scale if output_quant else 1.0 / 256.0
-    return float(max(4.0 * step, 1e-3))
+    """The tolerance of :func:`selftest_tolerance` without the model's logits: 4 output quantisation steps
+    for int8, 1e-4 for float32 (the rule of bundles written before the manifest's ``selftest`` section).
+    An exporter that can inspect the model uses ``bundle_writer.selftest_tolerance_for_model``."""
+    return selftest_tolerance(quantization=quantization, output_quant=output_quant).atol
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -346,6 +631,7 @@ def read_bundle(path: Path) -> Bundle:
                     f"{path}: member(s) {', '.join(too_big)} larger than {MAX_MEMBER_BYTES} bytes"
                 )
             data = {name: archive.read(name) for name in MEMBERS}
+            novelty_bytes = _read_novelty_member(path, archive, infos)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise BundleError(f"{path}: damaged bundle archive: {exc}") from exc
 
@@ -377,4 +663,61 @@ def read_bundle(path: Path) -> Bundle:
         selftest.check_shapes(manifest)
     except BundleError as exc:
         raise BundleError(f"{path}: {exc}") from exc
-    return Bundle(path=path, manifest=manifest, model_bytes=data[MODEL_MEMBER], selftest=selftest)
+    if manifest.selftest is not None and not math.isclose(
+        selftest.atol, manifest.selftest.atol, rel_tol=1e-9
+    ):
+        raise BundleError(
+            f"{path}: selftest.npz has atol {selftest.atol:.6g} but the manifest's selftest section says "
+            f"{manifest.selftest.atol:.6g} — the bundle was altered"
+        )
+    detector = _novelty_detector(path, manifest, novelty_bytes)
+    return Bundle(
+        path=path, manifest=manifest, model_bytes=data[MODEL_MEMBER], selftest=selftest, novelty=detector
+    )
+
+
+def _read_novelty_member(
+    path: Path, archive: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]
+) -> bytes | None:
+    info = infos.get(NOVELTY_MEMBER)
+    if info is None:
+        return None
+    if info.file_size > MAX_NOVELTY_BYTES:
+        raise BundleError(f"{path}: member {NOVELTY_MEMBER} larger than {MAX_NOVELTY_BYTES} bytes")
+    return archive.read(NOVELTY_MEMBER)
+
+
+def _novelty_detector(path: Path, manifest: BundleManifest, member: bytes | None) -> NoveltyDetector | None:
+    """The detector the manifest's ``novelty`` section describes, verified against its member."""
+    spec = manifest.novelty
+    if spec is None:
+        return None  # an older bundle (or a member without a section, which nothing vouches for)
+    if member is None:
+        raise BundleError(f"{path}: the manifest has a novelty section but the bundle lacks {NOVELTY_MEMBER}")
+    digest = sha256_hex(member)
+    if digest != spec.sha256:
+        raise BundleError(
+            f"{path}: {NOVELTY_MEMBER} checksum mismatch: manifest says sha256 {spec.sha256}, the file has "
+            f"{digest} — the bundle is damaged or was altered"
+        )
+    unknown_views = [view for view in spec.views if view not in NOVELTY_VIEWS]
+    if spec.kind != NOVELTY_KIND or unknown_views:
+        # A newer detector: the model still serves, its windows are just not checked for familiarity.
+        what = f"views {unknown_views}" if spec.kind == NOVELTY_KIND else f"kind {spec.kind!r}"
+        log.warning(
+            "%s: novelty detector with %s is not one this beeaudio computes (%s %s): loaded without it",
+            path, what, NOVELTY_KIND, "/".join(NOVELTY_VIEWS),
+        )  # fmt: skip
+        return None
+    try:
+        with np.load(io.BytesIO(member), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        return NoveltyDetector.from_arrays(
+            arrays,
+            config=manifest.feature_config,
+            views=spec.views,
+            threshold=spec.threshold,
+            n_classes=len(manifest.labels),
+        )
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise BundleError(f"{path}: {NOVELTY_MEMBER} is not a usable novelty detector: {exc}") from exc

@@ -24,8 +24,11 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
         "classify",
         help="classify audio files with a bundle",
         description="Classify WAV/MP3/FLAC/OGG files window by window and print, per file, the label (of "
-        "the mean probabilities), the share of windows labelled swarm and the number of windows. Files that "
-        "cannot be read get an error line; the exit status is 1 if any file failed.",
+        "the mean probabilities over the usable windows), the share of them labelled swarm, the number of "
+        "windows, and how many had no usable signal (silence, dropouts, clipping, DC offset) or were "
+        "unfamiliar to the model (beyond the bundle's novelty threshold). Such windows are no evidence: a "
+        "file that is mostly such windows is labelled no_signal, unfamiliar, ... instead of a class. Files "
+        "that cannot be read get an error line; the exit status is 1 if any file failed.",
     )
     p.add_argument("--model", type=Path, required=True, help=".beemodel bundle")
     p.add_argument(
@@ -47,12 +50,18 @@ def _register_classify(subparsers: argparse._SubParsersAction) -> None:
 def _classify(args: argparse.Namespace) -> int:
     from beeaudio.core.audio import AudioError, audio_files
     from beeaudio.core.inference import Classifier
+    from beeaudio.core.sandbox import check_bundle_in_child, default_check_cache
 
     files = audio_files(paths=args.files)
     if not files:
         raise FileNotFoundError(
             f"no audio files (.wav, .mp3, .flac, .ogg) in {', '.join(map(str, args.files))}"
         )
+    # First in a child process: a model that crashes the TF-Lite runtime (SIGSEGV) is one error line here,
+    # not a dead command. A pass is remembered in the user's cache: only a bundle's first run pays (~0.5 s).
+    check_bundle_in_child(
+        path=args.model, runtime=args.runtime, num_threads=args.threads, cache_dir=default_check_cache()
+    )
     classifier = Classifier.load(args.model, runtime=args.runtime, num_threads=args.threads)
     swarm = classifier.manifest.swarm_label
     results, errors = [], []
@@ -83,18 +92,54 @@ def _classify(args: argparse.Namespace) -> int:
         width = max(len(str(r.path)) for r in results)
         print(
             f"{'file':<{width}}  {'format':<6} {'seconds':>8} {'windows':>7}  "
-            f"{'label':<12} {swarm + ' share':>12}"
+            f"{'label':<12} {swarm + ' share':>12} {'no signal':>9} {'unfamiliar':>10}"
         )
         for r in results:
+            unfamiliar = f"{r.unfamiliar_windows:>10}" if r.novelty else f"{'-':>10}"
+            # The swarm share is of the usable windows: without any, there is none to show.
+            share = f"{100 * r.swarm_fraction:>10.1f} %" if r.evidence_windows else f"{'-':>12}"
             print(
                 f"{r.path!s:<{width}}  {r.source_format:<6} {r.duration_s:>8.1f} {len(r.windows):>7}  "
-                f"{r.label:<12} {100 * r.swarm_fraction:>10.1f} %"
+                f"{r.label:<12} {share} {r.no_signal_windows:>9} {unfamiliar}"
             )
+            for note in _file_notes(r):
+                print(f"    {note}")
             if args.windows:
                 for w in r.windows:
                     probs = "  ".join(f"{k} {v:.3f}" for k, v in w.probabilities.items())
-                    print(f"    {w.start_s:>8.1f} s  {w.label:<12} {probs}  level {w.level_dbfs:.1f} dBFS")
+                    novelty = "" if w.novelty is None else f"  novelty {w.novelty:.2f}"
+                    shown = w.verdict if w.evidence else f"{w.verdict} (model: {w.label})"
+                    level = f"level {w.level_dbfs:.1f} dBFS"
+                    print(f"    {w.start_s:>8.1f} s  {shown:<12} {probs}  {level}{novelty}")
+            if args.windows and r.novelty:
+                print(f"    (unfamiliar above novelty {classifier.novelty_threshold:.2f})")
+        if classifier.novelty is None:
+            print(
+                "note: this bundle has no novelty detector, so audio unlike its training data is not "
+                "flagged (re-export the run with this beeaudio to add one)"
+            )
     return EXIT_FAILURE if errors else 0
+
+
+def _file_notes(result) -> list[str]:  # result: beeaudio.core.inference.FileResult
+    """What a beekeeper should know about a file's windows that were no evidence."""
+    total = len(result.windows)
+    notes = []
+    problems = {v: n for v, n in result.verdicts.items() if v != "unfamiliar"}
+    if problems:
+        kinds = ", ".join(f"{v} {n}" for v, n in sorted(problems.items(), key=lambda item: -item[1]))
+        notes.append(
+            f"no usable signal: {sum(problems.values())} of {total} windows ({kinds}) — "
+            "check the microphone and the recorder's gain"
+        )
+    if result.unfamiliar_windows:
+        notes.append(
+            f"unfamiliar: {result.unfamiliar_windows} of {total} windows — the model has not heard audio "
+            "like this; train on your hives (see docs)"
+        )
+    if notes and result.label in result.verdicts:
+        notes.append("the model's label is not shown: fewer than half of the windows are usable evidence")
+    return notes
 
 
 # -- info --------------------------------------------------------------------------------------------------
@@ -150,4 +195,22 @@ def _info(args: argparse.Namespace) -> int:
         line = f"  held-out     {checks.get('heldout_windows')} windows: accuracy {pct(checks['accuracy'])}"
         line += f" (Keras {pct(checks['keras_accuracy'])}, float32 {pct(checks['float32_accuracy'])})"
         print(line + f", agreement with Keras {pct(checks['agreement'])}")
+    print(f"  novelty      {_novelty_line(bundle)}")
     return 0
+
+
+def _novelty_line(bundle) -> str:  # bundle: beeaudio.core.bundle.Bundle
+    spec = bundle.manifest.novelty
+    if spec is None:
+        return "no novelty detector (an older bundle): unfamiliar audio is not flagged"
+    if bundle.novelty is None:
+        views = ", ".join(spec.views)
+        return f"detector {spec.kind!r} ({views}), which this beeaudio does not compute: not used"
+    line = f"{spec.kind} ({', '.join(spec.views)}), threshold {spec.threshold:.3g}"
+    fitted = spec.info.get("fitted_on") or {}
+    if fitted:
+        line += f"; fitted on {fitted.get('windows')} windows of {fitted.get('hives')} hives"
+    flagged = spec.info.get("heldout_flagged")
+    if flagged is not None:
+        line += f"; flags {pct(flagged)} of {spec.info.get('heldout_windows')} held-out test-hive windows"
+    return line

@@ -4,7 +4,8 @@ It follows librosa's conventions exactly (Slaney mel scale and Slaney-normalised
 ``librosa.filters.mel``, power spectrogram of a periodic Hann window, ``center=False``,
 ``10*log10(max(S, 1e-10))`` without top-dB clipping, orthonormal DCT-II, Savitzky-Golay deltas of width 9
 in ``"interp"`` mode), so ``tests/test_features.py`` can hold it to ``librosa.feature.mfcc``. It imports
-only numpy, because the device runs this very module without librosa or scipy.
+only numpy, because the device runs this very module without librosa or scipy (and the limits of
+:mod:`beeaudio.core.wire`, which bound what a configuration may ask of a device).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from beeaudio.core import wire
 
 __all__ = [
     "DELTA_WIDTH",
@@ -112,6 +115,16 @@ class FeatureConfig:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"FeatureConfig.{name} must be positive, got {getattr(self, name)}")
+        # What a device can serve (beeaudio.core.wire); checked before the filterbank, whose size they bound.
+        for name, low, high in (
+            ("sample_rate", wire.MIN_SAMPLE_RATE, wire.MAX_SAMPLE_RATE),
+            ("n_fft", 1, wire.MAX_N_FFT),
+            ("n_mels", 1, wire.MAX_N_MELS),
+        ):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(
+                    f"FeatureConfig.{name} {getattr(self, name)} is outside {low}..{high}, what a device serves"
+                )
         if self.hop_length > self.n_fft:
             raise ValueError(f"hop_length {self.hop_length} > n_fft {self.n_fft} would skip samples")
         if not 0.0 <= self.fmin < self.fmax:
@@ -129,10 +142,29 @@ class FeatureConfig:
             raise ValueError(f"representation must be one of {_REPRESENTATIONS}, got {self.representation!r}")
         if self.window_seconds <= 0 or self.hop_seconds <= 0:
             raise ValueError("window_seconds and hop_seconds must be positive")
+        longest = wire.MAX_FEATURE_WINDOW_SECONDS
+        for name in ("window_seconds", "hop_seconds"):
+            if getattr(self, name) > longest:
+                raise ValueError(
+                    f"FeatureConfig.{name} {getattr(self, name):g} s is longer than the {longest:g} s of a "
+                    "device's recordings: no recording would hold a window"
+                )
+        if self.hop_seconds < wire.MIN_HOP_SECONDS:
+            raise ValueError(
+                f"FeatureConfig.hop_seconds {self.hop_seconds:g} s is shorter than {wire.MIN_HOP_SECONDS:g} s: "
+                f"more than {1 / wire.MIN_HOP_SECONDS:g} windows (and events) per second of audio"
+            )
         if self.window_samples < self.n_fft:
             raise ValueError(
                 f"window_seconds {self.window_seconds} s ({self.window_samples} samples) is shorter than one"
                 f" FFT frame (n_fft={self.n_fft})"
+            )
+        fft_samples = self.frames_per_window * self.n_fft
+        if fft_samples > wire.MAX_WINDOW_FFT_SAMPLES:
+            raise ValueError(
+                f"a window of {self.window_seconds:g} s holds {self.frames_per_window} FFT frames of {self.n_fft}"
+                f" samples ({fft_samples} in all), more than the {wire.MAX_WINDOW_FFT_SAMPLES} a device computes"
+                " one window with: raise hop_length or shorten the window"
             )
         if self.deltas and self.frames_per_window < DELTA_WIDTH:
             raise ValueError(

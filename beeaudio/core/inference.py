@@ -7,18 +7,32 @@ light runtime is installed, because tflite-runtime 2.14 crashes when TensorFlow 
 
 Nothing here imports TensorFlow or librosa at import time: this module is what the hive device runs.
 A :class:`Classifier` owns one interpreter and is not thread-safe; use one per thread.
+
+Every window gets, besides the model's probabilities, the signal check's verdict
+(:mod:`beeaudio.core.quality`) and, when the bundle has a novelty detector (:mod:`beeaudio.core.novelty`),
+its novelty score and threshold. A window that is not ``ok`` or is unfamiliar is not *evidence*: its
+label is what the model said, never what the recording is, and a file whose windows are mostly not
+evidence is labelled by what they mostly are (``no_signal``, ``unfamiliar``, ...).
+
+A bundle with a ``normalization`` section takes features relative to the hive's baseline
+(:mod:`beeaudio.core.baseline`): the caller gives the classifier the hive's baseline
+(:meth:`Classifier.set_baseline`), and every window's features are made relative to it before the model and
+the novelty detector see them. Without a baseline such a model answers nothing: its windows get the quality
+``uncalibrated`` and uniform probabilities, and are no evidence.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +40,7 @@ import numpy as np
 
 from beeaudio.core import audio as audio_io
 from beeaudio.core import features as feats
+from beeaudio.core.baseline import HiveBaseline, relative_features
 from beeaudio.core.bundle import (
     Bundle,
     BundleError,
@@ -34,10 +49,19 @@ from beeaudio.core.bundle import (
     read_bundle,
 )
 from beeaudio.core.errors import BeeaudioError
+from beeaudio.core.novelty import NoveltyDetector
+from beeaudio.core.quality import QualityConfig, SignalQuality, check_window
+from beeaudio.core.wire import QUALITY_OK, QUALITY_UNCALIBRATED
 
 log = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+#: Verdict of a window whose signal is fine but which the novelty detector does not know.
+UNFAMILIAR = "unfamiliar"
+#: A file is labelled by the model only when at least this share of its windows is evidence (a usable
+#: signal the model knows); otherwise by what most of its other windows are: the collector, too, does not
+#: call a hive normal or swarming from a minority of its windows.
+MIN_EVIDENCE_SHARE = 0.5
 
 
 class RuntimeUnavailableError(BeeaudioError, RuntimeError):
@@ -222,12 +246,54 @@ class ModelRunner:
 
 
 @dataclass(frozen=True)
+class WindowScores:
+    """What the model and the detector say about feature windows: probabilities ``(n, n_labels)``, novelty
+    scores ``(n,)`` or None (no detector, or no baseline to compute them against), and whether the hive's
+    baseline was there when the model needs one (``calibrated`` False: the probabilities are uniform)."""
+
+    probabilities: np.ndarray
+    novelty: np.ndarray | None
+    calibrated: bool = True
+
+
+@dataclass(frozen=True)
 class WindowResult:
+    """One window: the model's output, the signal check and (with a detector) the novelty score.
+
+    ``label`` is the model's argmax whatever the window holds; :attr:`verdict` is what to show a user:
+    the label for evidence, else why the window is not evidence.
+    """
+
     start_s: float
     probabilities: dict[str, float]
     label: str
     swarm_score: float
     level_dbfs: float
+    quality: str = QUALITY_OK
+    signal: SignalQuality | None = None
+    novelty: float | None = None
+    novelty_threshold: float | None = None
+
+    @property
+    def unfamiliar(self) -> bool:
+        """Beyond the bundle's novelty threshold (the rule of ``ClassificationEvent.unfamiliar``)."""
+        return (
+            self.novelty is not None
+            and self.novelty_threshold is not None
+            and self.novelty > self.novelty_threshold
+        )
+
+    @property
+    def evidence(self) -> bool:
+        """A usable signal the model knows: the only windows whose label says something about the hive."""
+        return self.quality == QUALITY_OK and not self.unfamiliar
+
+    @property
+    def verdict(self) -> str:
+        """The label for evidence; otherwise the quality problem, or ``unfamiliar``."""
+        if self.quality != QUALITY_OK:
+            return self.quality
+        return UNFAMILIAR if self.unfamiliar else self.label
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -236,11 +302,28 @@ class WindowResult:
             "label": self.label,
             "swarm_score": self.swarm_score,
             "level_dbfs": self.level_dbfs,
+            "quality": self.quality,
+            "signal": self.signal.to_json() if self.signal is not None else None,
+            "novelty": self.novelty,
+            "novelty_threshold": self.novelty_threshold,
+            "unfamiliar": self.unfamiliar,
+            "evidence": self.evidence,
+            "verdict": self.verdict,
         }
 
 
 @dataclass(frozen=True)
 class FileResult:
+    """A recording's windows and their summary.
+
+    ``label``: the argmax of ``mean_probabilities`` when at least :data:`MIN_EVIDENCE_SHARE` of the windows
+    are evidence, else the most common verdict of the others (``no_signal``, ``clipped``, ``unfamiliar``,
+    ...). ``mean_probabilities`` are over the evidence windows (over all windows when none is);
+    ``swarm_fraction`` is the share of evidence windows labelled swarm (0 without evidence).
+    ``verdicts`` counts the windows that are not evidence by why; ``novelty`` says whether the bundle
+    had a detector (without one nothing is ever unfamiliar).
+    """
+
     path: Path
     source_format: str
     duration_s: float
@@ -248,6 +331,25 @@ class FileResult:
     label: str
     mean_probabilities: dict[str, float]
     swarm_fraction: float
+    evidence_windows: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    novelty: bool = False
+
+    @property
+    def unfamiliar_windows(self) -> int:
+        return self.verdicts.get(UNFAMILIAR, 0)
+
+    @property
+    def no_signal_windows(self) -> int:
+        """Windows whose signal check failed, whatever the problem."""
+        return sum(
+            n for verdict, n in self.verdicts.items() if verdict not in (UNFAMILIAR, QUALITY_UNCALIBRATED)
+        )
+
+    @property
+    def uncalibrated_windows(self) -> int:
+        """Windows a baseline model could not judge: the hive has no baseline here."""
+        return self.verdicts.get(QUALITY_UNCALIBRATED, 0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -257,6 +359,9 @@ class FileResult:
             "label": self.label,
             "mean_probabilities": self.mean_probabilities,
             "swarm_fraction": self.swarm_fraction,
+            "evidence_windows": self.evidence_windows,
+            "not_evidence": self.verdicts,
+            "novelty_detector": self.novelty,
             "windows": [w.to_json() for w in self.windows],
         }
 
@@ -264,28 +369,49 @@ class FileResult:
 class Classifier:
     """A loaded, verified bundle with its interpreter (allocated once, batch of one window)."""
 
-    def __init__(self, *, bundle: Bundle, runner: ModelRunner) -> None:
+    def __init__(self, *, bundle: Bundle, runner: ModelRunner, quality: QualityConfig | None = None) -> None:
         self.bundle = bundle
         self.manifest: BundleManifest = bundle.manifest
         self.runtime = runner.runtime
+        self.quality = quality or QualityConfig()
+        #: The bundle's novelty detector, or None (an older bundle: nothing is ever unfamiliar).
+        self.novelty: NoveltyDetector | None = bundle.novelty
+        #: The hive's baseline, for a bundle whose features are relative to one (see set_baseline).
+        self.baseline: HiveBaseline | None = None
         self._runner = runner
         self._check_signature()
 
     @classmethod
     def load(
-        cls, path: Path, *, runtime: str | None = None, num_threads: int = 1, selftest: bool = True
+        cls,
+        path: Path,
+        *,
+        runtime: str | None = None,
+        num_threads: int = 1,
+        selftest: bool = True,
+        quality: QualityConfig | None = None,
     ) -> Classifier:
         """Read and verify the bundle, make the interpreter, and (by default) run the bundle's self-test."""
         return cls.from_bundle(
-            read_bundle(Path(path)), runtime=runtime, num_threads=num_threads, selftest=selftest
+            read_bundle(Path(path)),
+            runtime=runtime,
+            num_threads=num_threads,
+            selftest=selftest,
+            quality=quality,
         )
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, *, runtime: str | None = None, num_threads: int = 1, selftest: bool = True
+        cls,
+        bundle: Bundle,
+        *,
+        runtime: str | None = None,
+        num_threads: int = 1,
+        selftest: bool = True,
+        quality: QualityConfig | None = None,
     ) -> Classifier:
         runner = ModelRunner(model_bytes=bundle.model_bytes, runtime=runtime, num_threads=num_threads)
-        classifier = cls(bundle=bundle, runner=runner)
+        classifier = cls(bundle=bundle, runner=runner, quality=quality)
         if selftest:
             delta = classifier.run_selftest()
             log.debug(
@@ -357,7 +483,72 @@ class Classifier:
         m = self.manifest
         return self._runner.run(standardize(features=x, mean=m.feature_mean, std=m.feature_std))
 
-    def _window_result(self, *, start_s: float, probabilities: np.ndarray, level_dbfs: float) -> WindowResult:
+    @property
+    def novelty_threshold(self) -> float | None:
+        return self.novelty.threshold if self.novelty is not None else None
+
+    # -- the hive's baseline ---------------------------------------------------------------------------
+    @property
+    def needs_baseline(self) -> bool:
+        """The bundle's features are relative to a hive baseline (a ``normalization`` section)."""
+        return self.manifest.normalization is not None
+
+    @property
+    def calibrated(self) -> bool:
+        """Windows can be judged: the model needs no baseline, or it has the hive's."""
+        return not self.needs_baseline or self.baseline is not None
+
+    def set_baseline(self, baseline: HiveBaseline | None) -> None:
+        """Give the classifier the hive's baseline (None: forget it). A baseline made for another feature
+        configuration is refused (ValueError): its statistics are in other units."""
+        if baseline is not None and baseline.feature_config != self.config:
+            raise ValueError(
+                f"the baseline was made for feature config {baseline.fingerprint}; this model computes "
+                f"{self.config.fingerprint()}: calibrate again for this model"
+            )
+        self.baseline = baseline
+
+    def model_input(self, features: np.ndarray) -> np.ndarray | None:
+        """The features the model and the detector take: relative to the baseline when the bundle says so
+        (None when it has none yet), else the window features themselves."""
+        spec = self.manifest.normalization
+        if spec is None:
+            return np.asarray(features, dtype=np.float32)
+        if self.baseline is None:
+            return None
+        return relative_features(features=features, baseline=self.baseline, kind=spec.kind)
+
+    def score(self, features: np.ndarray) -> WindowScores:
+        """Probabilities and novelty scores of window features ``(n, *feature_shape)``, through the hive's
+        baseline when the model takes one. Uncalibrated: uniform probabilities and no novelty score."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.shape == self.manifest.feature_shape:
+            x = x[None]
+        relative = self.model_input(x)
+        if relative is None:
+            uniform = np.full((len(x), len(self.labels)), 1.0 / len(self.labels), dtype=np.float32)
+            return WindowScores(probabilities=uniform, novelty=None, calibrated=False)
+        return WindowScores(probabilities=self.predict(relative), novelty=self.novelty_scores(relative))
+
+    def check_signal(self, samples: np.ndarray) -> SignalQuality:
+        """The signal check of one window of samples at the model's rate (before the model)."""
+        return check_window(samples=samples, sample_rate=self.config.sample_rate, config=self.quality)
+
+    def novelty_scores(self, features: np.ndarray) -> np.ndarray | None:
+        """Novelty scores ``(n,)`` of feature windows, or None when the bundle has no detector."""
+        if self.novelty is None:
+            return None
+        return self.novelty.score(np.asarray(features, dtype=np.float32))
+
+    def _window_result(
+        self,
+        *,
+        start_s: float,
+        probabilities: np.ndarray,
+        level_dbfs: float,
+        signal: SignalQuality | None = None,
+        novelty: float | None = None,
+    ) -> WindowResult:
         labels = self.manifest.labels
         probs = {label: float(p) for label, p in zip(labels, probabilities, strict=True)}
         return WindowResult(
@@ -366,10 +557,15 @@ class Classifier:
             label=labels[int(np.argmax(probabilities))],
             swarm_score=probs[self.manifest.swarm_label],
             level_dbfs=float(level_dbfs),
+            quality=signal.verdict if signal is not None else QUALITY_OK,
+            signal=signal,
+            novelty=None if novelty is None else float(novelty),
+            novelty_threshold=self.novelty_threshold if novelty is not None else None,
         )
 
     def classify_windows(self, windows: Iterable[tuple[float, np.ndarray]]) -> Iterator[WindowResult]:
-        """Classify ``(start_s, samples)`` windows (mono float32 at the model's rate), one at a time."""
+        """Classify ``(start_s, samples)`` windows (mono float32 at the model's rate), one at a time: the
+        signal check, the model and (with a detector) the novelty score of each."""
         config = self.config
         for start_s, samples in windows:
             if len(samples) != config.window_samples:
@@ -377,12 +573,19 @@ class Classifier:
                     f"window at {start_s:.2f} s has {len(samples)} samples; "
                     f"the model needs {config.window_samples}"
                 )
-            window = feats.window_features(audio=samples, config=config)
-            yield self._window_result(
+            signal = self.check_signal(samples)
+            window = feats.window_features(audio=samples, config=config)[:1]
+            scores = self.score(window)
+            result = self._window_result(
                 start_s=start_s,
-                probabilities=self.predict(window[:1])[0],
+                probabilities=scores.probabilities[0],
                 level_dbfs=feats.level_dbfs(audio=samples),
+                signal=signal,
+                novelty=None if scores.novelty is None else float(scores.novelty[0]),
             )
+            if not scores.calibrated and result.quality == QUALITY_OK:
+                result = dataclasses.replace(result, quality=QUALITY_UNCALIBRATED)
+            yield result
 
     def classify_array(self, audio: np.ndarray, *, sample_rate: int) -> list[WindowResult]:
         """Classify a mono signal already in memory (resampled to the model's rate if needed)."""
@@ -403,10 +606,9 @@ class Classifier:
         return list(self.classify_windows(windows))
 
     def classify_file(self, path: Path, *, block_seconds: float = 60.0) -> FileResult:
-        """Classify a recording window by window (bounded memory) and summarise it.
-
-        The file's label is the argmax of the mean probabilities; ``swarm_fraction`` is the share of windows
-        whose own label is the swarm label. Audio problems raise :class:`beeaudio.core.audio.AudioError`.
+        """Classify a recording window by window (bounded memory) and summarise it (:class:`FileResult`
+        says how the label and ``swarm_fraction`` are made). Audio problems raise
+        :class:`beeaudio.core.audio.AudioError`.
         ``block_seconds`` is how much audio is decoded at a time (memory: about that much, whatever the
         file's length).
         """
@@ -427,14 +629,25 @@ class Classifier:
         self, *, path: Path, source_format: str, duration_s: float, windows: list[WindowResult]
     ) -> FileResult:
         labels = self.manifest.labels
-        mean = np.mean([[w.probabilities[label] for label in labels] for w in windows], axis=0)
-        swarm = sum(1 for w in windows if w.label == self.manifest.swarm_label)
+        evidence = [w for w in windows if w.evidence]
+        verdicts = Counter(w.verdict for w in windows if not w.evidence)
+        basis = evidence or windows
+        mean = np.mean([[w.probabilities[label] for label in labels] for w in basis], axis=0)
+        if evidence and len(evidence) >= MIN_EVIDENCE_SHARE * len(windows):
+            label = labels[int(np.argmax(mean))]
+        else:
+            # Most common first; ties go to the worse reason (quality problems before unfamiliar).
+            label = max(verdicts, key=lambda v: (verdicts[v], v != UNFAMILIAR))
+        swarm = sum(1 for w in evidence if w.label == self.manifest.swarm_label)
         return FileResult(
             path=path,
             source_format=source_format,
             duration_s=float(duration_s),
             windows=windows,
-            label=labels[int(np.argmax(mean))],
+            label=label,
             mean_probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
-            swarm_fraction=swarm / len(windows),
+            swarm_fraction=swarm / len(evidence) if evidence else 0.0,
+            evidence_windows=len(evidence),
+            verdicts=dict(verdicts),
+            novelty=self.novelty is not None,
         )

@@ -78,6 +78,36 @@ EARLIEST_WINDOW = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_COUNTER = 2**53
 #: Novelty scores and thresholds are distances: finite, non-negative, and far below this.
 MAX_NOVELTY = 1e12
+#: How deeply a JSON value may nest, counted from the body (a batch's event is at level 3, its ``extra``
+#: at 4). Every reader of the value recurses: a value nested hundreds of levels deep is accepted by the
+#: JSON parser and then overflows the stack of whoever reads it next (storing, answering, the dashboard).
+MAX_JSON_DEPTH = 32
+
+# -- what a model bundle may ask of a device (beeaudio.core.features and beeaudio.core.bundle enforce it) --
+# A bundle's manifest names the model and its labels, which go into every event and heartbeat (MAX_NAME,
+# MAX_LABELS, name_reason), and its feature configuration, which sets what the device computes for every
+# recording. A bundle that passes every other check but asks for more than these is refused on export,
+# upload, install and load, instead of breaking every device it reaches.
+#: Longest analysis window. The device's own recorder writes 60 s files ([microphone] file_seconds): a
+#: longer window finds no recording long enough, and every one is quarantined. (Far under the event's
+#: MAX_WINDOW_SECONDS, which older devices' events keep.)
+MAX_FEATURE_WINDOW_SECONDS = 60.0
+#: Shortest hop between windows: at most 10 windows, i.e. 10 events, per second of audio (the default's 1 s
+#: hop makes one). A hop of a few samples made one 30 s file 224,001 windows and events (85 s of work).
+MIN_HOP_SECONDS = 0.1
+#: Sample rates of the front end: the hive's sound is below 8 kHz (features at 2205 to 16000 Hz in the
+#: presets); 48 kHz is the fastest common recorder, and 1 kHz still holds the 200-500 Hz hum.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 48000
+#: FFT frame length: librosa's default, 43 ms at 48 kHz (the presets use 128 to 1024). The mel filterbank,
+#: computed when a config is read, is n_mels x (n_fft / 2 + 1): bounded so that reading one stays cheap.
+MAX_N_FFT = 2048
+#: librosa's default number of mel bands; a cepstrum takes 13 to 40 of them.
+MAX_N_MELS = 128
+#: Samples of one window's FFT frames (frames per window x n_fft): the device holds them, their spectra and
+#: powers as float64 arrays of this size (16 MB each) while it computes a window. The fullband preset over
+#: a 60 s window is 1.9 M; a hop_length of a few samples would make it gigabytes.
+MAX_WINDOW_FFT_SAMPLES = 2**21
 
 # -- window quality (beeaudio.core.quality computes it) ----------------------------------------------------
 QUALITY_OK = "ok"
@@ -86,7 +116,17 @@ QUALITY_NO_SIGNAL = "no_signal"  # digital silence or a level below the floor: a
 QUALITY_DROPOUT = "dropout"  # runs of exact zeros inside the window: a recorder dropping samples
 QUALITY_CLIPPED = "clipped"  # samples stuck at full scale: gain too high, or a shorted input
 QUALITY_DC_OFFSET = "dc_offset"  # a large constant offset: a failing microphone or preamplifier
-QUALITY_PROBLEMS = (QUALITY_NO_SIGNAL, QUALITY_DROPOUT, QUALITY_CLIPPED, QUALITY_DC_OFFSET)
+#: Not a signal problem: the model takes features relative to the hive's baseline and this device has none
+#: yet (``beeaudio device calibrate``); the event's probabilities are uniform and say nothing. Listed with
+#: the problems so that every reader that sorts by them counts such a window as no evidence.
+QUALITY_UNCALIBRATED = "uncalibrated"
+QUALITY_PROBLEMS = (
+    QUALITY_NO_SIGNAL,
+    QUALITY_DROPOUT,
+    QUALITY_CLIPPED,
+    QUALITY_DC_OFFSET,
+    QUALITY_UNCALIBRATED,
+)
 QUALITIES = (QUALITY_OK, *QUALITY_PROBLEMS)
 
 
@@ -94,24 +134,55 @@ class EventError(BeeaudioError, ValueError):
     """An event, batch or heartbeat that breaks the contract; the message says which field and why."""
 
 
+#: UTF-16 surrogate code points: a JSON string may spell one alone (``"\\udc00"``) and Python keeps it, but no
+#: UTF-8 text can hold it, so every answer that carried it would fail to encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def unclean_reason(value: Any, *, where: str = "body") -> str | None:
-    """Why a JSON value cannot be stored by every database, or None: a NUL in a string (PostgreSQL text
-    cannot hold it) or a non-finite number (JSON has no NaN). Both sides refuse the same values."""
+    """Why a JSON value cannot be stored and read back by every database, or None: a NUL in a string
+    (PostgreSQL text cannot hold it), a lone surrogate (not Unicode text: no answer can encode it), a
+    non-finite number (JSON has no NaN), or nesting deeper than :data:`MAX_JSON_DEPTH`. Both sides refuse
+    the same values; the reason names where the value is (``body.events[0].extra.note``)."""
+    return _unclean(value, where=where, depth=1)
+
+
+def name_reason(value: Any, *, where: str) -> str | None:
+    """Why ``value`` cannot be a model name, a model version or a label, or None. Each goes into every event
+    (and the model's name and version into every heartbeat): a string of 1..:data:`MAX_NAME` characters
+    that every database can store (:func:`unclean_reason`)."""
+    if not isinstance(value, str):
+        return f"{where} must be a string, got {type(value).__name__}"
+    if not 1 <= len(value) <= MAX_NAME:
+        return f"{where} must be 1..{MAX_NAME} characters (it goes into every event), got {len(value)}"
+    return unclean_reason(value, where=where)
+
+
+def _unclean(value: Any, *, where: str, depth: int) -> str | None:
     if isinstance(value, str):
-        return f"{where} contains a NUL character" if "\x00" in value else None
+        if "\x00" in value:
+            return f"{where} contains a NUL character"
+        if _SURROGATE.search(value):
+            return f"{where} contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
+        return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is {value}, not a finite number"
+    if not isinstance(value, Mapping | list | tuple):
+        return None
+    if depth > MAX_JSON_DEPTH:
+        return f"{where} is nested deeper than {MAX_JSON_DEPTH} levels"
     if isinstance(value, Mapping):
         for key, item in value.items():
-            reason = unclean_reason(key, where=f"{where} key") or unclean_reason(item, where=f"{where}.{key}")
+            reason = _unclean(key, where=f"{where} key", depth=depth) or _unclean(
+                item, where=f"{where}.{key}", depth=depth + 1
+            )
             if reason:
                 return reason
         return None
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            reason = unclean_reason(item, where=f"{where}[{index}]")
-            if reason:
-                return reason
+    for index, item in enumerate(value):
+        reason = _unclean(item, where=f"{where}[{index}]", depth=depth + 1)
+        if reason:
+            return reason
     return None
 
 

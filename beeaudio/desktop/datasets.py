@@ -19,9 +19,18 @@
    sub-folder (``root/<label>/<hive>/*.wav``).
 
 and, for every layout, **Audacity label files** beside a recording (``name.txt`` or ``name.lab`` next to
-``name.wav``; lines ``start<TAB>end<TAB>label``; the NU-Hive ``.lab`` files have the same lines): spans
-labelled ``nobee`` (any case) are cut out, so the recording becomes several kept segments
-(:attr:`Recording.start_s` / :attr:`Recording.end_s`) that keep the same hive and recording id.
+``name.wav``; lines ``start<TAB>end<TAB>label``; the NU-Hive ``.lab`` files have the same lines):
+
+* spans whose label names a class (:data:`LABEL_CLASSES` or any label of the dataset's recordings, in any
+  case, ``Active`` read as ``normal``) are the recording's labelled segments: the recording is used only
+  there, each span with its label (:attr:`Recording.start_s` / :attr:`Recording.end_s`; same hive and
+  recording id). This is also a layout of its own (4.): **recordings with label files**, no manifest or
+  class folders needed, the hive taken from the file name or the first folder that is not a class name
+  (:func:`hive_of_file`); in such a folder, recordings without class spans are skipped unless they sit in
+  a folder named like a class;
+* spans labelled ``nobee`` (any case) are cut out, so the recording becomes several kept segments;
+* suggestions not confirmed yet (labels ending in :data:`SUGGESTION_MARK`, as ``beeaudio label suggest``
+  writes them: ``swarm?``) are ignored with a warning; other labels (NU-Hive's ``bee``) are ignored.
 
 :func:`build_windows` turns recordings into feature windows through the one front end
 (:func:`beeaudio.core.audio.load` + :func:`beeaudio.core.features.window_features`), with a disk cache
@@ -48,21 +57,30 @@ import numpy as np
 
 from beeaudio.core.audio import AudioError
 from beeaudio.core.audio import load as load_audio
-from beeaudio.core.errors import BeeaudioError
+from beeaudio.core.audio import probe as probe_audio
+from beeaudio.core.errors import EXIT_USAGE, BeeaudioError
 from beeaudio.core.features import FeatureConfig, window_features, window_starts
 from beeaudio.core.fsio import atomic_path, file_sha256
 
 __all__ = [
     "AUDIO_SUFFIXES",
     "CACHE_FORMAT",
+    "LABEL_CLASSES",
     "STATE_LABELS",
+    "SUGGESTION_MARK",
+    "BandTooWideError",
     "DatasetError",
+    "LabelSpans",
     "Recording",
     "WindowSet",
     "build_windows",
+    "check_band",
     "discover",
     "grouped_split",
+    "hive_of_file",
+    "label_class",
     "read_label_file",
+    "read_label_spans",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +103,11 @@ STATE_LABELS = {
 }
 #: Label of Audacity / NU-Hive spans that are dropped (compared case-insensitively).
 NOBEE = "nobee"
+#: What ends a label ``beeaudio label suggest`` wrote (``swarm?``): a guess nobody has confirmed yet.
+SUGGESTION_MARK = "?"
+#: Labels a label-file span may name besides those the dataset's own recordings carry: the labels of
+#: :data:`STATE_LABELS`, the generator's ``piping`` and the Open Source Beehives ``pre-swarm``.
+LABEL_CLASSES = tuple(sorted({*STATE_LABELS.values(), "piping", "pre-swarm"}))
 #: Bumped whenever the cached arrays change meaning.
 CACHE_FORMAT = 1
 MANIFEST_NAME = "manifest.csv"
@@ -102,6 +125,17 @@ _NUHIVE = re.compile(
 
 class DatasetError(BeeaudioError, ValueError):
     """A dataset folder or manifest that cannot be read as described; the message says what and where."""
+
+
+class BandTooWideError(DatasetError):
+    """The feature configuration listens above what some recordings hold (fmax above their Nyquist
+    frequency): refused before anything is decoded, naming the recordings; the command is not run (2)."""
+
+    exit_code = EXIT_USAGE
+
+
+#: Recordings named in a :class:`BandTooWideError` message before "and N more".
+_NAMED_FILES = 5
 
 
 @dataclass(frozen=True)
@@ -201,15 +235,97 @@ def _kept_segments(
     return [(s0, s1) for s0, s1 in segments if s1 is None or s1 > s0]
 
 
-def _apply_label_file(recording: Recording) -> list[Recording]:
-    label_file = _label_file_for(recording.path)
-    if label_file is None:
+def label_class(text: str, *, classes: Iterable[str]) -> str | None:
+    """The class a label-file span names (``Swarm`` → ``swarm``, ``Active`` → ``normal``, as in file names),
+    or None when it names none of ``classes``. Unconfirmed suggestions (ending in ``?``) name none."""
+    text = text.strip()
+    if not text or text.endswith(SUGGESTION_MARK):
+        return None
+    label = _state_label(text)
+    return label if label in set(classes) else None
+
+
+@dataclass(frozen=True)
+class LabelSpans:
+    """What one label file says: confirmed class spans ``(start_s, end_s, label)``, ``nobee`` spans to cut
+    out, how many suggestions are still unconfirmed (``swarm?``), and the other labels (notes such as the
+    NU-Hive ``bee`` spans), which are ignored."""
+
+    path: Path
+    classes: tuple[tuple[float, float, str], ...] = ()
+    drops: tuple[tuple[float, float], ...] = ()
+    unconfirmed: int = 0
+    other: tuple[str, ...] = ()
+
+
+def read_label_spans(path: Path, *, classes: Iterable[str] = LABEL_CLASSES) -> LabelSpans:
+    """Sort a label file's spans into class spans, ``nobee`` spans, unconfirmed suggestions and the rest.
+
+    Two class spans that overlap with different labels are a :class:`DatasetError` naming both (a window
+    in both cannot have two labels); overlapping spans of one label are merged.
+    """
+    known = tuple(classes)
+    spans, drops, others, unconfirmed = [], [], [], 0
+    for start, end, text in read_label_file(path):
+        label = label_class(text, classes=known)
+        if label is not None:
+            spans.append((start, end, label))
+        elif text.strip().lower() == NOBEE:
+            drops.append((start, end))
+        elif text.strip().endswith(SUGGESTION_MARK):
+            unconfirmed += 1
+        else:
+            others.append(text.strip())
+    merged: list[tuple[float, float, str]] = []
+    for start, end, label in sorted(spans):
+        if merged and start < merged[-1][1]:
+            if merged[-1][2] != label:
+                raise DatasetError(
+                    f"{path}: the spans {merged[-1][0]:g}-{merged[-1][1]:g} s ({merged[-1][2]}) and"
+                    f" {start:g}-{end:g} s ({label}) overlap with different labels: correct one of them"
+                )
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end), label)
+            continue
+        merged.append((start, end, label))
+    return LabelSpans(
+        path=Path(path),
+        classes=tuple(merged),
+        drops=tuple(drops),
+        unconfirmed=unconfirmed,
+        other=tuple(others),
+    )
+
+
+def _apply_label_file(recording: Recording, spans: LabelSpans | None) -> list[Recording]:
+    """The recording's kept segments: with class spans, exactly those spans (each with its label, clipped
+    to the recording and minus ``nobee``); without, the recording minus its ``nobee`` spans."""
+    if spans is None:
         return [recording]
-    drops = [(s, e) for s, e, lab in read_label_file(label_file) if lab.strip().lower() == NOBEE]
-    if not drops:
+    if spans.classes:
+        upper = float("inf") if recording.end_s is None else recording.end_s
+        labelled = [
+            (segment, label)
+            for s0, s1, label in spans.classes
+            if min(s1, upper) > max(s0, recording.start_s)
+            for segment in _kept_segments(max(s0, recording.start_s), min(s1, upper), spans.drops)
+        ]
+        if recording.label and recording.label not in {label for _, label in labelled}:
+            log.info("%s: its label file's spans replace its label %r", recording.path, recording.label)
+        return [
+            Recording(
+                path=recording.path,
+                label=label,
+                hive=recording.hive,
+                recording=recording.recording,
+                start_s=s0,
+                end_s=s1,
+            )
+            for (s0, s1), label in labelled
+        ]
+    if not spans.drops:
         return [recording]
-    kept = _kept_segments(recording.start_s, recording.end_s, drops)
-    log.debug("%s: %d nobee spans dropped, %d segments kept", recording.path, len(drops), len(kept))
+    kept = _kept_segments(recording.start_s, recording.end_s, spans.drops)
+    log.debug("%s: %d nobee spans dropped, %d segments kept", recording.path, len(spans.drops), len(kept))
     return [
         Recording(
             path=recording.path,
@@ -280,14 +396,37 @@ def _audio_files(root: Path) -> list[Path]:
     )
 
 
+def _label_file_state(path: Path) -> tuple[bool, bool]:
+    """Whether the label file beside ``path`` names a class, and whether it holds unconfirmed suggestions."""
+    label_file = _label_file_for(path)
+    if label_file is None:
+        return False, False
+    spans = read_label_spans(label_file)
+    return bool(spans.classes), spans.unconfirmed > 0
+
+
+def hive_of_file(*, root: Path, path: Path) -> str:
+    """The hive of an audio file in a folder without a manifest: from an Open Source Beehives / NU-Hive
+    name or a ``<hive>__`` prefix, else the first folder under ``root`` that is not a class name
+    (``root/hiveA/x.wav`` and ``root/swarm/hiveA/x.wav`` → ``hiveA``), else the recording itself."""
+    rel = Path(path).relative_to(root)
+    folders = [part for part in rel.parts[:-1] if _state_label(part) not in LABEL_CLASSES]
+    return _hive_from_name(Path(path).stem) or (folders[0] if folders else rel.with_suffix("").as_posix())
+
+
 def _from_files(root: Path) -> list[Recording]:
     files = _audio_files(root)
     if not files:
         raise DatasetError(
             f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) and no {MANIFEST_NAME}:"
             " expected a manifest,"
-            " class folders (<root>/<label>/*.wav) or Open Source Beehives / NU-Hive file names"
+            " class folders (<root>/<label>/*.wav), Open Source Beehives / NU-Hive file names, or"
+            " recordings with Audacity label files naming classes"
         )
+    states = {path: _label_file_state(path) for path in files}
+    by_label_file = {path for path, (classes, _) in states.items() if classes}
+    # Suggestions waiting to be confirmed also say the folder is laid out by label files, not class folders.
+    label_layout = any(classes or pending for classes, pending in states.values())
     recordings: list[Recording] = []
     unplaced: list[Path] = []
     for path in files:
@@ -296,7 +435,12 @@ def _from_files(root: Path) -> list[Recording]:
         known = parse_known_name(path.name)
         if known:
             hive, label = known
-        elif len(rel.parts) >= 2:
+        elif path in by_label_file:
+            # Labelled by its spans (set in _apply_label_file); the folder is the hive, not a class.
+            hive, label = hive_of_file(root=root, path=path), ""
+        elif len(rel.parts) >= 2 and (not label_layout or _state_label(rel.parts[0]) in LABEL_CLASSES):
+            # With label files in use, only folders named like a class are class folders (root/hiveA/ is
+            # a hive's folder, and its unlabelled recordings are not of a class called hiveA).
             label = rel.parts[0]
             hive = _hive_from_name(path.stem) or (rel.parts[1] if len(rel.parts) >= 3 else recording_id)
         else:
@@ -308,21 +452,61 @@ def _from_files(root: Path) -> list[Recording]:
         if not recordings:
             raise DatasetError(
                 f"{root}: cannot tell the label of {len(unplaced)} audio files ({shown}): put them in class"
-                f" folders (<root>/<label>/), name them like 'CF003 - Active - Day - (1).wav', or list them"
-                f" in {MANIFEST_NAME} (columns path,label[,hive,recording,start_s,end_s])"
+                f" folders (<root>/<label>/), name them like 'CF003 - Active - Day - (1).wav', list them"
+                f" in {MANIFEST_NAME} (columns path,label[,hive,recording,start_s,end_s]), or label spans"
+                f" of them in Audacity label files beside them (name.txt; `beeaudio label suggest` writes"
+                f" them; suggestions ending in {SUGGESTION_MARK!r} count once confirmed)"
             )
+        pending = sum(1 for rel in unplaced if states[root / rel][1])
         log.warning(
-            "%s: skipped %d audio files with no label (not in a class folder): %s", root, len(unplaced), shown
+            "%s: skipped %d audio files with no label (not in a class folder, no label file naming a class):"
+            " %s%s",
+            root,
+            len(unplaced),
+            shown,
+            f"; {pending} of them have only suggestions not confirmed yet (labels ending in"
+            f" {SUGGESTION_MARK!r}): correct them in Audacity to use them"
+            if pending
+            else "",
         )
     return recordings
 
 
+def _label_spans(recordings: Sequence[Recording]) -> dict[Path, LabelSpans]:
+    """The label file of every recording that has one, read once per file, with the classes it may name:
+    :data:`LABEL_CLASSES` and every label the dataset's recordings carry."""
+    classes = sorted({*LABEL_CLASSES, *(r.label for r in recordings if r.label)})
+    spans: dict[Path, LabelSpans] = {}
+    for path in dict.fromkeys(Path(r.path) for r in recordings):
+        label_file = _label_file_for(path)
+        if label_file is not None:
+            spans[path] = read_label_spans(label_file, classes=classes)
+    unconfirmed = [s for s in spans.values() if s.unconfirmed]
+    if unconfirmed:
+        log.warning(
+            "%d suggestions in %d label files are not confirmed (their labels end in %r) and are ignored,"
+            " e.g. %s: open the recording in Audacity, import the labels, correct each label to the class"
+            " you hear (swarm, normal, ...) or nobee, and export the labels again",
+            sum(s.unconfirmed for s in unconfirmed),
+            len(unconfirmed),
+            SUGGESTION_MARK,
+            unconfirmed[0].path,
+        )
+    for s in spans.values():
+        if s.other:
+            log.info("%s: labels %s name no class and are ignored", s.path, sorted(set(s.other)))
+    return spans
+
+
 def discover(*, root: Path) -> list[Recording]:
-    """All labelled recordings under ``root`` (see the module docstring for the layouts), with ``nobee``
-    spans of Audacity label files cut out. ``root`` may also be a manifest CSV file itself.
+    """All labelled recordings under ``root`` (see the module docstring for the layouts), with the spans
+    of Audacity label files applied: spans naming a class are the recording's labelled segments, ``nobee``
+    spans are cut out, unconfirmed suggestions (``swarm?``) are ignored with a warning. ``root`` may also
+    be a manifest CSV file itself.
 
     Raises :class:`DatasetError` (a ``ValueError``) for a missing or empty folder, a manifest with an
-    unknown column layout or a row pointing to a missing file, and audio files whose label cannot be told.
+    unknown column layout or a row pointing to a missing file, audio files whose label cannot be told,
+    and label files whose class spans overlap with different labels.
     """
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".csv":
@@ -333,7 +517,14 @@ def discover(*, root: Path) -> list[Recording]:
         recordings = _from_manifest(root / MANIFEST_NAME)
     else:
         recordings = _from_files(root)
-    out = [segment for recording in recordings for segment in _apply_label_file(recording)]
+    spans = _label_spans(recordings)
+    out = [
+        segment
+        for recording in recordings
+        for segment in _apply_label_file(recording, spans.get(recording.path))
+    ]
+    if not out:
+        raise DatasetError(f"{root}: the label files leave no labelled span of any recording")
     log.info(
         "%s: %d recordings (%d segments), %d hives, labels %s",
         root,
@@ -443,6 +634,38 @@ def _segment(audio: np.ndarray, sample_rate: int, start_s: float, end_s: float |
     return audio[a:b]
 
 
+def check_band(*, recordings: Sequence[Recording], config: FeatureConfig) -> None:
+    """Refuse a feature configuration these recordings cannot feed: :class:`BandTooWideError` naming the
+    files whose Nyquist frequency (read from their headers, nothing decoded) is below ``config.fmax``.
+
+    Resampling up does not add what a recorder never captured: a 2205 Hz recording holds nothing above
+    1102.5 Hz, and a model listening to 0–8000 Hz would be fed silence there. Refusing the whole set at
+    once, before minutes of decoding, beats skipping those files one by one and training on the rest.
+    A file whose header cannot be read is left to decoding, which reports and skips it as before.
+    """
+    narrow: dict[Path, int] = {}
+    for path in dict.fromkeys(Path(r.path) for r in recordings):
+        try:
+            info = probe_audio(path)
+        except AudioError:
+            continue
+        if info.sample_rate / 2 < config.fmax:
+            narrow[path] = info.sample_rate
+    if not narrow:
+        return
+    files = sorted(narrow.items(), key=lambda item: (item[1], str(item[0])))
+    named = ", ".join(f"{path} ({rate} Hz)" for path, rate in files[:_NAMED_FILES])
+    more = f" and {len(files) - _NAMED_FILES} more" if len(files) > _NAMED_FILES else ""
+    lowest = files[0][1] / 2
+    total = len({Path(r.path) for r in recordings})
+    raise BandTooWideError(
+        f"the feature config listens up to {config.fmax:g} Hz (fmax), but {len(files)} of {total} recordings"
+        f" hold nothing above half their sample rate: {named}{more}. Use a feature config whose fmax is at"
+        f" most {lowest:g} Hz (e.g. --fmax {lowest:g}; --features osbh-2205 is made for 2205 Hz recorders),"
+        " or leave those recordings out"
+    )
+
+
 def build_windows(
     *,
     recordings: Sequence[Recording],
@@ -464,7 +687,8 @@ def build_windows(
     content, ``config.fingerprint()``, ``transform_key``, segment bounds): a second run decodes nothing
     (``decoded == 0``, ``cache_hits`` = number of segments). Files that fail to decode
     (:class:`beeaudio.core.audio.AudioError`) are logged and skipped (``skipped``, ``skipped_files``).
-    Raises ``ValueError`` when no window at all could be made.
+    Raises ``ValueError`` when no window at all could be made, and :class:`BandTooWideError` before any
+    decoding when a recording's Nyquist frequency is below ``config.fmax`` (:func:`check_band`).
     """
     from tqdm.auto import tqdm
 
@@ -474,6 +698,7 @@ def build_windows(
     unknown = sorted({r.label for r in recordings} - set(index))
     if unknown:
         raise ValueError(f"recordings labelled {unknown} are not among label_names {list(names)}")
+    check_band(recordings=recordings, config=config)
     use_cache = cache_dir is not None and (transform is None or bool(transform_key))
     if cache_dir is not None and not use_cache:
         log.warning("a transform without transform_key is not cached: give it a key to cache its features")

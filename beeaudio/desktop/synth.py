@@ -27,6 +27,15 @@ and resonance, high-pass corner, gain, DC, low-frequency handling rumble), **bac
 noise gusts; rain: clicks; birds: chirps at 2–5 kHz; speech-like formant bursts; mains hum at 50/60 Hz with
 harmonics; an electronic noise floor) and **day/night** level changes.
 
+Two **variations** (``SynthConfig.variation``): ``default`` (the benchmark every published figure was
+measured on; unchanged) and ``wide``, which draws colonies from wider ranges (fundamental 110–360 Hz, as the
+real recordings in ``../shared/data/real`` and the other colonies we heard span), colours each colony by its
+hive body, and gives each hive a microphone from one of a few discrete **families** with distinct frequency
+responses, self-noise, pick-up of outside sound and (one family) automatic gain control, recorded at an
+installer's gain with headroom (:mod:`beeaudio.desktop.synth_channel`). The manifest's ``microphone``
+column names each recording's family (``default`` datasets: one microphone per hive, ``<hive>-mic``), so
+an evaluation can hold out whole families.
+
 The generator is tuned (``data/README.md`` has the measured numbers and the command) so that the hive-to-hive
 spread of any single band's level is larger than the difference between states — a one-band energy
 threshold learned on some hives fails on others, as it does on real recordings (``../shared/data/real``) —
@@ -40,24 +49,37 @@ Only numpy is imported (plus ``tqdm`` inside :func:`generate_dataset`): generati
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from beeaudio.desktop.synth_channel import (
+    FAMILY_NAMES,
+    Channel,
+    automatic_gain,
+    body_db,
+    draw_channel,
+    response_db,
+)
+
 __all__ = [
     "CLASSES",
+    "FAMILY_NAMES",
     "MANIFEST_COLUMNS",
+    "VARIATIONS",
     "HiveProfile",
     "StateProfile",
     "SynthConfig",
     "generate_dataset",
     "hive_profile",
     "hive_seed",
+    "microphone_of",
     "render_recording",
     "render_timeline",
 ]
@@ -67,7 +89,11 @@ log = logging.getLogger(__name__)
 #: Every state the generator can render.
 CLASSES = ("normal", "swarm", "queenless", "piping")
 #: Columns of the ``manifest.csv`` a synthetic dataset carries (paths are relative to the manifest).
-MANIFEST_COLUMNS = ("path", "label", "hive", "recording", "start_s", "end_s", "synthetic", "seed")
+MANIFEST_COLUMNS = (
+    "path", "label", "hive", "recording", "start_s", "end_s", "synthetic", "seed", "microphone",
+)  # fmt: skip
+#: How widely hives, microphones and channels vary (see the module docstring).
+VARIATIONS = ("default", "wide")
 #: Rate (Hz) of the slowly varying control signals (pitch, modulation, state mix) that drive the audio.
 CONTROL_RATE = 200
 #: Reference level (dBFS) of a median colony's hum before per-hive, per-state and day/night offsets.
@@ -103,9 +129,13 @@ class SynthConfig:
     sample_rate: int = 16000
     classes: tuple[str, ...] = ("normal", "swarm")
     seed: int = 1
+    #: "default" (the benchmark) or "wide" (microphone families, hive bodies, wider colonies).
+    variation: str = "default"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
+        if self.variation not in VARIATIONS:
+            raise ValueError(f"variation must be one of {VARIATIONS}, got {self.variation!r}")
         if self.hives < 1 or self.recordings_per_class < 1:
             raise ValueError("SynthConfig needs at least one hive and one recording per class")
         if not (self.seconds > 0 and math.isfinite(self.seconds)):
@@ -162,6 +192,14 @@ class HiveProfile:
     bird_prob: float
     speech_prob: float
     states: dict[str, StateProfile] = field(compare=False)
+    variation: str = "default"
+    #: The ``wide`` variation's microphone, hive body and recorder level (None: the default's mic_* draws).
+    channel: Channel | None = None
+
+    @property
+    def microphone(self) -> str:
+        """The microphone family (``wide``), or ``""`` for the default variation's one-off microphones."""
+        return self.channel.family if self.channel is not None else ""
 
 
 def hive_seed(*, seed: int, index: int) -> int:
@@ -179,9 +217,17 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(_derive(*parts))
 
 
-def hive_profile(*, hive_seed: int) -> HiveProfile:
+def hive_profile(*, hive_seed: int, variation: str = "default", microphone: str | None = None) -> HiveProfile:
     """The colony, microphone and site drawn from ``hive_seed``. Each state's profile has its own random
-    stream, so adding a state (e.g. ``queenless``) to a dataset leaves the other states' sound unchanged."""
+    stream, so adding a state (e.g. ``queenless``) to a dataset leaves the other states' sound unchanged.
+
+    ``variation="wide"`` draws from the wider ranges and gives the hive a microphone of family
+    ``microphone`` (drawn from ``hive_seed`` when None); the default variation ignores ``microphone``.
+    """
+    if variation not in VARIATIONS:
+        raise ValueError(f"variation must be one of {VARIATIONS}, got {variation!r}")
+    if variation == "wide":
+        return _wide_profile(hive_seed=hive_seed, microphone=microphone)
     rng = _rng("hive-profile", hive_seed)
     f0 = float(np.exp(rng.uniform(np.log(170.0), np.log(330.0))))
     n_harm = 24
@@ -209,6 +255,70 @@ def hive_profile(*, hive_seed: int) -> HiveProfile:
         speech_prob=float(rng.uniform(0.0, 0.3)),
         states=states,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _wide_profile(*, hive_seed: int, microphone: str | None) -> HiveProfile:
+    """The ``wide`` variation: its own random streams (the default's draws are untouched), wider colony
+    ranges, a microphone family's unit and the installer's gain (see :func:`_install_gain_db`). Cached:
+    the installer's gain costs a short rendering, and every recording of a hive asks for its profile."""
+    rng = _rng("hive-profile-wide", hive_seed)
+    family = microphone if microphone is not None else FAMILY_NAMES[int(rng.integers(len(FAMILY_NAMES)))]
+    channel = draw_channel(rng=_rng("channel", hive_seed, family), family=family)
+    states = {
+        name: _wide_state_profile(name=name, rng=_rng("state-wide", hive_seed, name)) for name in CLASSES
+    }
+    profile = HiveProfile(
+        seed=hive_seed,
+        # Real colonies peak from ~110 Hz (the Open Source Beehives clips: 113-150 Hz) to ~400 Hz.
+        f0=float(np.exp(rng.uniform(np.log(110.0), np.log(360.0)))),
+        rolloff=float(rng.uniform(0.4, 2.2)),
+        harmonic_db=tuple(float(x) for x in rng.normal(0.0, 5.0, 24)),
+        level_db=float(rng.uniform(-12.0, 12.0)),
+        mic_gain_db=0.0,
+        mic_tilt_db_per_octave=0.0,
+        mic_resonance_hz=1000.0,
+        mic_resonance_db=0.0,
+        mic_resonance_octaves=0.5,
+        mic_highpass_hz=channel.highpass_hz,
+        mic_dc=float(rng.uniform(-0.005, 0.005)),
+        rumble_db=float(rng.uniform(-26.0, 0.0)),
+        mains_hz=float(rng.choice([50.0, 60.0])),
+        mains_db=float(rng.uniform(-40.0, -12.0)) if rng.random() < 0.6 else -math.inf,
+        queen_hz=float(rng.uniform(380.0, 520.0)),
+        wind_prob=float(rng.uniform(0.1, 0.6)),
+        rain_prob=float(rng.uniform(0.0, 0.3)),
+        bird_prob=float(rng.uniform(0.1, 0.7)),
+        speech_prob=float(rng.uniform(0.0, 0.3)),
+        states=states,
+        variation="wide",
+        channel=channel,
+    )
+    return replace(profile, mic_gain_db=_install_gain_db(profile))
+
+
+#: Seconds of the colony's normal sound an installer listens to while setting the recorder's gain.
+_INSTALL_SECONDS = 3.0
+_INSTALL_RATE = 8000
+
+
+def _install_gain_db(profile: HiveProfile) -> float:
+    """The gain that puts this hive's normal daytime sound (no background) at its channel's target RMS,
+    as an installer watching a level meter would set it: the recorder keeps its headroom."""
+    assert profile.channel is not None
+    rng = _rng("install", profile.seed)
+    segments = [("normal", _INSTALL_SECONDS)]
+    ctl = _controls(
+        hive=profile, segments=segments, sample_rate=_INSTALL_RATE, rng=rng, transition_s=0.0, hour=14.0
+    )
+    n = round(_INSTALL_SECONDS * _INSTALL_RATE)
+    quiet = replace(profile, channel=replace(profile.channel, noise_floor_dbfs=-math.inf, agc_seconds=0.0))
+    audio = _render_block(
+        hive=quiet, ctl=ctl, start=0, n=n, sample_rate=_INSTALL_RATE, rng=rng, hour=14.0, background=False
+    )
+    audio = audio - np.mean(audio)
+    rms_db = 10.0 * math.log10(max(float(np.mean(audio * audio)), 1e-20))
+    return profile.channel.target_dbfs - rms_db
 
 
 def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
@@ -266,6 +376,51 @@ def _state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
         noise_centre_hz=float(np.exp(u(np.log(250.0), np.log(700.0)))),
         noise_width=float(u(1.0, 1.6)),
     )
+
+
+def _wide_state_profile(*, name: str, rng: np.random.Generator) -> StateProfile:
+    """How each state shows in a ``wide`` colony: the default's states with overlapping ranges. A restless
+    colony's normal hum can be rougher and more modulated than a calm colony's swarm, and a swarm's pitch
+    may go down (one real colony's swarm clip peaks near 240 Hz, its active clip near 400 Hz), so no
+    absolute texture or pitch separates the states across hives; within one colony, the swarm is still
+    higher-harmonic, rougher, more modulated, noisier and louder than that colony's normal."""
+    u = rng.uniform
+    if name == "normal" or name == "piping":
+        return StateProfile(
+            f0_factor=1.0,
+            tilt=0.0,
+            jitter=float(u(0.002, 0.016)),
+            breadth=float(u(0.6, 2.0)),
+            # At most 0.15 and 0.2: the real Open Source Beehives hum varies its level within 2 s about as
+            # little as the default's calm colonies do (std of c0 5-7; 11 with up to 0.35; bench/realism.py).
+            am_fast=float(u(0.02, 0.15)),
+            am_slow=float(u(0.05, 0.3)),
+            irregularity=float(u(0.03, 0.2)),
+            spread=float(u(0.05, 0.12)),
+            tonal_db=float(u(0.0, 6.0)),
+            level_db=0.0,
+            noise_db=float(u(-20.0, -6.0)),
+            noise_centre_hz=float(np.exp(u(np.log(200.0), np.log(800.0)))),
+            noise_width=float(u(0.6, 1.5)),
+            piping_db=float(u(-4.0, 4.0)) if name == "piping" else -math.inf,
+        )
+    if name == "swarm":
+        return StateProfile(
+            f0_factor=float(u(0.85, 1.3)),
+            tilt=float(u(0.1, 1.0)),
+            jitter=float(u(0.008, 0.035)),
+            breadth=float(u(1.2, 3.0)),
+            am_fast=float(u(0.15, 0.8)),
+            am_slow=float(u(0.1, 0.35)),
+            irregularity=float(u(0.2, 0.7)),
+            spread=float(u(0.07, 0.15)),
+            tonal_db=float(u(-2.0, 4.0)),
+            level_db=float(u(-1.0, 5.0)),
+            noise_db=float(u(-14.0, -3.0)),
+            noise_centre_hz=float(np.exp(u(np.log(280.0), np.log(650.0)))),
+            noise_width=float(u(0.5, 1.0)),
+        )
+    return _state_profile(name=name, rng=rng)
 
 
 # -- small signal helpers ------------------------------------------------------------------------------
@@ -603,6 +758,8 @@ def _speech_burst(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndar
 def _microphone(x: np.ndarray, hive: HiveProfile, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """The recorder: EQ tilt and a resonance (the mic and its mounting), a high-pass corner, gain, then
     handling rumble below ~30 Hz and a DC offset. A little per-recording variation in placement."""
+    if hive.channel is not None:
+        return _family_microphone(x, hive, hive.channel, sample_rate, rng)
     n = x.size
     m = _fast_len(n)
     spectrum = np.fft.rfft(x, m)
@@ -623,6 +780,45 @@ def _microphone(x: np.ndarray, hive: HiveProfile, sample_rate: int, rng: np.rand
     out += _db(BASE_LEVEL_DBFS + hive.rumble_db) * rumble * bumps / np.mean(bumps)
     out += hive.mic_dc
     return out
+
+
+def _family_microphone(
+    x: np.ndarray, hive: HiveProfile, channel: Channel, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The ``wide`` variation's recorder: the family unit's response and the installer's gain (with the
+    same small per-recording placement changes as the default), rumble, self-noise, DC, and the automatic
+    gain control of the families that have it."""
+    n = x.size
+    m = _fast_len(n)
+    spectrum = np.fft.rfft(x, m)
+    f = np.maximum(np.fft.rfftfreq(m, 1.0 / sample_rate), 1.0)
+    tilt = float(rng.normal(0.0, 0.4))
+    eq_db = np.clip(response_db(channel=channel, freqs=f) + tilt * np.log2(f / 400.0), -90.0, 30.0)
+    spectrum *= _db(eq_db + hive.mic_gain_db + float(rng.normal(0.0, 1.0)))
+    spectrum[0] = 0.0
+    out = np.fft.irfft(spectrum, m)[:n]
+    rumble = _shaped_noise(rng, n, sample_rate, lambda f: 1.0 / (1.0 + (np.maximum(f, 1.0) / 15.0) ** 3))
+    bumps = np.exp(2.0 * _lowpass_process(rng, max(8, math.ceil(n / sample_rate * 20)), 20.0, 0.5))
+    bumps = np.interp(np.linspace(0, bumps.size - 1, n), np.arange(bumps.size), bumps)
+    out += _db(BASE_LEVEL_DBFS + hive.rumble_db + hive.mic_gain_db) * rumble * bumps / np.mean(bumps)
+    if math.isfinite(channel.noise_floor_dbfs):  # self-noise and converter: slightly pink
+        hiss = _shaped_noise(
+            rng, n, sample_rate, lambda f: 1.0 / np.sqrt(np.sqrt(np.maximum(f, 20.0) / 20.0))
+        )
+        out += _db(channel.noise_floor_dbfs) * hiss
+    if channel.agc_seconds > 0:
+        out = automatic_gain(
+            audio=out, sample_rate=sample_rate, seconds=channel.agc_seconds, target_dbfs=channel.target_dbfs
+        )
+    return out + hive.mic_dc
+
+
+def _colour(x: np.ndarray, sample_rate: int, gain_db: object) -> np.ndarray:
+    """``x`` through the linear filter whose magnitude (dB) is ``gain_db(freqs)`` (zero phase)."""
+    m = _fast_len(x.size)
+    spectrum = np.fft.rfft(x, m)
+    spectrum *= _db(gain_db(np.fft.rfftfreq(m, 1.0 / sample_rate)))  # type: ignore[operator]
+    return np.fft.irfft(spectrum, m)[: x.size]
 
 
 def _render_block(
@@ -654,6 +850,15 @@ def _render_block(
         if math.isfinite(state.piping_db):
             bee += w * _db(state.piping_db) * _piping(rng, n, sample_rate, hive.queen_hz)
     bee *= np.exp(np.interp(pos, np.arange(ctl.log_env.size), ctl.log_env))
+    channel = hive.channel
+    if channel is not None:
+        # The wide variation: the hive body colours the colony's sound; the microphone family decides how
+        # much outside sound it picks up; the noise floor is the recorder's own (added in the microphone).
+        bee = _colour(bee, sample_rate, lambda f: body_db(channel=channel, freqs=f))
+        mix = bee
+        if background:
+            mix = bee + _db(channel.airborne_db) * _background(rng, hive, n, sample_rate, hour)
+        return _microphone(mix * _db(BASE_LEVEL_DBFS + hive.level_db), hive, sample_rate, rng)
     mix = bee + (_background(rng, hive, n, sample_rate, hour) if background else 0.0)
     mix += _db(-75.0 - BASE_LEVEL_DBFS - hive.level_db) * rng.standard_normal(n)  # electronic noise floor
     mix *= _db(BASE_LEVEL_DBFS + hive.level_db)
@@ -677,6 +882,8 @@ def render_timeline(
     transition_seconds: float = 30.0,
     hour: float = 12.0,
     background: bool = True,
+    variation: str = "default",
+    microphone: str | None = None,
 ) -> np.ndarray:
     """SYNTHETIC audio of one colony going through states, e.g. ``[("normal", 600), ("swarm", 300)]``.
 
@@ -685,6 +892,7 @@ def render_timeline(
     crossfade centred on each boundary), so a classifier's output rises gradually, as before a real swarm.
     ``hour`` is the local time at the start (drives the day/night level cycle). Long timelines are
     rendered in blocks of BLOCK_SECONDS with continuous control signals, so memory stays bounded.
+    ``variation`` and ``microphone`` choose the hive as :func:`hive_profile` does.
     """
     if not segments:
         raise ValueError("render_timeline needs at least one (state, seconds) segment")
@@ -695,7 +903,7 @@ def render_timeline(
             raise ValueError(f"segment {label!r} must last a positive time, got {seconds}")
     if sample_rate < 4000:
         raise ValueError(f"sample_rate must be at least 4000 Hz, got {sample_rate}")
-    hive = hive_profile(hive_seed=hive_seed)
+    hive = hive_profile(hive_seed=hive_seed, variation=variation, microphone=microphone)
     rng = _rng("timeline", hive_seed, seed)
     ctl = _controls(
         hive=hive,
@@ -743,7 +951,15 @@ def render_timeline(
 
 
 def render_recording(
-    *, hive_seed: int, label: str, seconds: float, sample_rate: int, seed: int, hour: float | None = None
+    *,
+    hive_seed: int,
+    label: str,
+    seconds: float,
+    sample_rate: int,
+    seed: int,
+    hour: float | None = None,
+    variation: str = "default",
+    microphone: str | None = None,
 ) -> np.ndarray:
     """One SYNTHETIC recording of a colony in one state (``label``), as the dataset generator writes it.
 
@@ -752,8 +968,23 @@ def render_recording(
     if hour is None:
         hour = float(_rng("hour", seed).uniform(0.0, 24.0))
     return render_timeline(
-        hive_seed=hive_seed, segments=[(label, seconds)], sample_rate=sample_rate, seed=seed, hour=hour
+        hive_seed=hive_seed,
+        segments=[(label, seconds)],
+        sample_rate=sample_rate,
+        seed=seed,
+        hour=hour,
+        variation=variation,
+        microphone=microphone,
     )
+
+
+def microphone_of(*, index: int, variation: str) -> str | None:
+    """The microphone family the dataset generator gives hive ``index`` (1-based): the families dealt out
+    in turn, so every family has hives as soon as there are as many hives as families; None (no family)
+    for the default variation."""
+    if variation == "default":
+        return None
+    return FAMILY_NAMES[(index - 1) % len(FAMILY_NAMES)]
 
 
 # -- dataset ---------------------------------------------------------------------------------------------
@@ -783,12 +1014,15 @@ def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -
     for h, label, r in tqdm(jobs, desc="synthesising", unit="rec", disable=not progress):
         hive = f"hive{h:0{width}d}"
         rec_seed = _derive(config.seed, "recording", h, label, r)
+        family = microphone_of(index=h, variation=config.variation)
         audio = render_recording(
             hive_seed=hive_seed(seed=config.seed, index=h),
             label=label,
             seconds=config.seconds,
             sample_rate=config.sample_rate,
             seed=rec_seed,
+            variation=config.variation,
+            microphone=family,
         )
         relative = f"{hive}/{label}_{r}.wav"
         write_wav(out / relative, audio=audio, sample_rate=config.sample_rate)
@@ -802,6 +1036,8 @@ def generate_dataset(*, out: Path, config: SynthConfig, progress: bool = True) -
                 "end_s": round(audio.size / config.sample_rate, 6),
                 "synthetic": "true",
                 "seed": rec_seed,
+                # What an evaluation groups by to hold out microphones it has never heard.
+                "microphone": family or f"{hive}-mic",
             }
         )
     import io

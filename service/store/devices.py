@@ -1,8 +1,10 @@
-"""Devices: registration with a token (kept only as its hash), revocation, the token lookup behind auth,
-the device's hive, heartbeats and the listing with each device's last heartbeat."""
+"""Devices: registration with a token (kept only as its hash), revocation and rotation, the token lookup
+behind auth, the device's hive, heartbeats (the latest, and a bounded history) and the listing with each
+device's last heartbeat."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +14,11 @@ from sqlalchemy.engine import Engine
 
 from beeaudio.collector.db import devices, heartbeats, hives, read_transaction, write_transaction
 from beeaudio.collector.store.errors import Conflict, NotFound
+from beeaudio.collector.store.queries import readable_json
 from beeaudio.collector.timeutil import iso_ms
 from beeaudio.collector.tokens import new_device_token, token_digest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,11 @@ def hive_of_device(*, engine: Engine, device_id: str) -> str:
     return row.hive_id
 
 
-def record_heartbeat(*, engine: Engine, device: DeviceIdentity, payload: dict[str, Any], now_ms: int) -> None:
-    """Keep the heartbeat in the history and as the device's latest."""
+def record_heartbeat(
+    *, engine: Engine, device: DeviceIdentity, payload: dict[str, Any], now_ms: int, keep: int
+) -> None:
+    """Keep the heartbeat as the device's latest and in the history, of which only the device's newest
+    ``keep`` stay: a device (or a stolen token) sending heartbeats fast cannot fill the disk."""
     with write_transaction(engine) as conn:
         conn.execute(
             sa.insert(heartbeats).values(
@@ -104,6 +112,38 @@ def record_heartbeat(*, engine: Engine, device: DeviceIdentity, payload: dict[st
             .where(devices.c.device_id == device.device_id)
             .values(last_heartbeat_ms=now_ms, heartbeat=payload)
         )
+        # The newest row that goes: everything of this device up to it. Rows are few per device (at most
+        # keep + 1 after the first trim), so this reads a handful of index entries.
+        cutoff = conn.execute(
+            sa.select(heartbeats.c.id)
+            .where(heartbeats.c.device_id == device.device_id)
+            .order_by(heartbeats.c.id.desc())
+            .offset(keep)
+            .limit(1)
+        ).scalar()
+        if cutoff is not None:
+            conn.execute(
+                sa.delete(heartbeats).where(
+                    heartbeats.c.device_id == device.device_id, heartbeats.c.id <= cutoff
+                )
+            )
+
+
+def rotate_device_token(*, engine: Engine, device_id: str, now_ms: int) -> NewDevice:
+    """Issue the device a new token: the old one stops working at once (a revoked device is admitted
+    again with the new one). :class:`NotFound` for an unknown device."""
+    token = new_device_token()
+    with write_transaction(engine) as conn:
+        hive_id = conn.execute(sa.select(devices.c.hive_id).where(devices.c.device_id == device_id)).scalar()
+        if hive_id is None:
+            raise NotFound(f"device {device_id!r} does not exist")
+        conn.execute(
+            sa.update(devices)
+            .where(devices.c.device_id == device_id)
+            .values(token_sha256=token_digest(token), revoked_ms=None)
+        )
+    log.info("device %s has a new token (rotated at %s)", device_id, iso_ms(now_ms))
+    return NewDevice(device_id=device_id, hive_id=hive_id, token=token)
 
 
 def list_devices(*, engine: Engine, hive_id: str | None) -> list[dict[str, Any]]:
@@ -121,7 +161,7 @@ def list_devices(*, engine: Engine, hive_id: str | None) -> list[dict[str, Any]]
             "revoked_at": iso_ms(row.revoked_ms),
             "last_seen": iso_ms(row.last_seen_ms),
             "last_heartbeat": iso_ms(row.last_heartbeat_ms),
-            "heartbeat": row.heartbeat,
+            "heartbeat": None if row.heartbeat is None else readable_json(row.heartbeat, where="heartbeat"),
         }
         for row in rows
     ]

@@ -36,3 +36,12 @@ class Forbidden(StoreError):
 
 class TooLarge(StoreError):
     """More than the configured limit in one request."""
+
+
+class Unavailable(StoreError):
+    """The collector cannot do this now (a full disk, a database that refuses writes, no runtime to check
+    a bundle with): nothing was stored. ``retry_after`` (seconds) when trying again later can work."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

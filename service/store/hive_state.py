@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,6 +64,13 @@ log = logging.getLogger(__name__)
 
 #: Buckets read per query while walking the steps (bounds memory for a long backlog).
 CHUNK = 2000
+#: Steps one transaction re-evaluates at most (about 30 ms each thousand on SQLite); the rest of a long
+#: walk (a late batch before a history whose state it changes for days) continues in transactions of its
+#: own, so other hives' batches get their turn in between. A day of one-minute buckets is 1 440 steps.
+STEP_BUDGET = 2000
+#: Later steps of one run whose ``since`` one transaction moves at most (a plain UPDATE, about 20 µs a row
+#: on PostgreSQL): a late batch that only makes a 60-day run begin a day earlier takes 9 transactions.
+MOVE_BUDGET = 10_000
 #: The rules the steps are derived with. 1: every window counted, smoothing window only. 2 (schema 0002):
 #: evidence windows only, the look-back for sparse hives, reasons and the microphone-silent alert.
 RULES_VERSION = 2
@@ -287,12 +294,79 @@ class _Windows:
         return reached.window(seconds=self.params.reach_seconds, first_bucket=first)
 
 
+@dataclass(frozen=True)
+class Walk:
+    """How a re-evaluation of a hive's steps ended.
+
+    ``last``: the new last step, when the walk went through the hive's newest bucket (the state row follows
+    it); None when it stopped earlier because nothing later could change, or at its budget.
+    ``resume_at``: where the walk stopped at its budget of steps, or None when it is done; the rest is
+    continued later in transactions of their own (:func:`continue_recompute`), ``until`` being the bucket
+    before which it may not stop on a step that came out as stored."""
+
+    last: Step | None
+    resume_at: int | None
+    until: int
+    steps: int
+
+
+def _since_only(old: Step, new: Step) -> bool:
+    """Equal but for ``since``, with no run pending: every later step of the same run then differs in
+    ``since`` alone (it is copied forwards until the state changes), so UPDATEs bring them all."""
+    return (
+        old.since_ms != new.since_ms
+        and old.pending == new.pending == 0
+        and _same(old, replace(new, since_ms=old.since_ms))
+    )
+
+
+def _move_since(
+    *, conn: Connection, hive_id: str, after: int, old_ms: int | None, new_ms: int | None
+) -> int | None:
+    """Give the steps after ``after`` that continue the run which began at ``old_ms`` its new beginning,
+    at most :data:`MOVE_BUDGET` of them; returns the bucket where the rest goes on, or None when the move
+    reached the newest step (and then the state row too, when its step is ``after`` or one of them). A
+    later run begins after ``after`` (its ``since`` is a later bucket), so it is never taken for this one."""
+    end = conn.execute(
+        sa.select(hive_steps.c.bucket_start)
+        .where(hive_steps.c.hive_id == hive_id, hive_steps.c.bucket_start > after)
+        .order_by(hive_steps.c.bucket_start)
+        .offset(MOVE_BUDGET)
+        .limit(1)
+    ).scalar()
+    same_run = hive_steps.c.since_ms.is_(None) if old_ms is None else hive_steps.c.since_ms == old_ms
+    span = [hive_steps.c.hive_id == hive_id, hive_steps.c.bucket_start > after, same_run]
+    if end is not None:
+        span.append(hive_steps.c.bucket_start < end)
+    conn.execute(sa.update(hive_steps).where(*span).values(since_ms=new_ms))
+    if end is not None:
+        return int(end)
+    state_run = hive_state.c.since_ms.is_(None) if old_ms is None else hive_state.c.since_ms == old_ms
+    conn.execute(
+        sa.update(hive_state)
+        .where(hive_state.c.hive_id == hive_id, hive_state.c.last_bucket >= after, state_run)
+        .values(since_ms=new_ms)
+    )
+    return None
+
+
 def recompute_steps(
-    *, conn: Connection, hive_id: str, first_bucket: int, last_touched: int, params: StateParams
-) -> Step | None:
-    """Re-evaluate the hive's steps from ``first_bucket``; returns the new last step, or None when the
-    walk stopped early because the last step could not have changed."""
-    reach_ms = int(params.reach_seconds * 1000)
+    *,
+    conn: Connection,
+    hive_id: str,
+    first_bucket: int,
+    until: int,
+    params: StateParams,
+    max_steps: int | None = None,
+) -> Walk:
+    """Re-evaluate the hive's steps from ``first_bucket`` on, in the caller's transaction.
+
+    The walk stops at the first step at or after ``until`` that comes out as it was stored (every later
+    step follows unchanged), or that differs from it only in ``since`` (the rest of that run is moved by
+    :func:`_move_since`), or at the hive's newest bucket; and, whatever else, after ``max_steps`` steps
+    (default :data:`STEP_BUDGET`), so that no batch holds the hive (on SQLite: every writer) for long. A
+    batch gives ``until`` = its last bucket + the reach of a window: no step after that sees its events."""
+    budget = STEP_BUDGET if max_steps is None else max_steps
     previous_row = conn.execute(
         sa.select(hive_steps)
         .where(hive_steps.c.hive_id == hive_id, hive_steps.c.bucket_start < first_bucket)
@@ -302,6 +376,7 @@ def recompute_steps(
     previous = _step_from_row(previous_row) if previous_row is not None else INITIAL
     # The first step's smoothing window is read with the walk; the buckets behind it that its look-back
     # can reach (start > first - reach) only if a step needs them.
+    reach_ms = int(params.reach_seconds * 1000)
     walk_start = first_bucket - -(-int(params.smoothing_seconds * 1000) // 1000) + 1
     reach_start = first_bucket - -(-reach_ms // 1000) + 1
 
@@ -315,21 +390,31 @@ def recompute_steps(
     stored: dict[int, Step] = {}
     stored_until = first_bucket - 1
     last: Step | None = None
+    walked = 0
     for totals in _buckets(conn=conn, hive_id=hive_id, start=walk_start):
         bucket = totals.bucket
         windows.push(totals)
         if bucket < first_bucket:
             continue
+        if walked >= budget:
+            _save_steps(conn=conn, hive_id=hive_id, steps=changed)
+            return Walk(last=None, resume_at=bucket, until=until, steps=walked)
+        walked += 1
         step = next_step(previous=previous, bucket_start=bucket, window=windows.window(bucket), params=params)
         if bucket > stored_until:
             stored_until = bucket + CHUNK * 60
             stored = _stored_steps(conn=conn, hive_id=hive_id, start=bucket, stop=stored_until)
         old = stored.get(bucket)
-        if old is not None and _same(old, step):
-            if bucket * 1000 - reach_ms >= last_touched * 1000:
-                _save_steps(conn=conn, hive_id=hive_id, steps=changed)
-                return None
-        else:
+        if old is not None and bucket >= until and _same(old, step):
+            _save_steps(conn=conn, hive_id=hive_id, steps=changed)
+            return Walk(last=None, resume_at=None, until=until, steps=walked)
+        if old is not None and bucket >= until and _since_only(old, step):
+            _save_steps(conn=conn, hive_id=hive_id, steps=[*changed, step])
+            rest = _move_since(
+                conn=conn, hive_id=hive_id, after=bucket, old_ms=old.since_ms, new_ms=step.since_ms
+            )
+            return Walk(last=None, resume_at=rest, until=until, steps=walked)
+        if old is None or not _same(old, step):
             changed.append(step)
             if len(changed) >= CHUNK:
                 _save_steps(conn=conn, hive_id=hive_id, steps=changed)
@@ -337,7 +422,12 @@ def recompute_steps(
         previous = step
         last = step
     _save_steps(conn=conn, hive_id=hive_id, steps=changed)
-    return last
+    return Walk(last=last, resume_at=None, until=until, steps=walked)
+
+
+def until_for(*, last_touched: int, params: StateParams) -> int:
+    """The first bucket whose window cannot reach ``last_touched``: where a batch's walk may stop."""
+    return last_touched + -(-int(params.reach_seconds * 1000) // 1000)
 
 
 def window_counts(*, conn: Connection, hive_id: str, step: Step) -> dict[str, int]:
@@ -506,6 +596,36 @@ def lock_state(*, conn: Connection, hive_id: str) -> Any | None:
     return conn.execute(query).first()
 
 
+def walk_steps(
+    *,
+    conn: Connection,
+    hive_id: str,
+    current: Any,
+    first_bucket: int,
+    until: int,
+    params: StateParams,
+    max_steps: int | None = None,
+) -> tuple[Walk, dict[str, Any]]:
+    """:func:`recompute_steps` for a batch's buckets, taking over the rest of an unfinished walk: while
+    one is pending (``recompute_from``), the steps from there on may not follow from their predecessors,
+    so the walk starts there (or earlier) and goes at least to its ``until``. Returns the walk and the
+    state-row values that record what is left of it."""
+    if current.recompute_from is not None:
+        first_bucket = min(first_bucket, current.recompute_from)
+        until = max(until, current.recompute_until if current.recompute_until is not None else until)
+    walk = recompute_steps(
+        conn=conn, hive_id=hive_id, first_bucket=first_bucket, until=until, params=params, max_steps=max_steps
+    )
+    return walk, _pending(walk)
+
+
+def _pending(walk: Walk) -> dict[str, Any]:
+    if walk.resume_at is None:
+        return {"recompute_from": None, "recompute_until": None}
+    log.info("steps re-evaluated up to bucket %d; the rest continues in its own transactions", walk.resume_at)
+    return {"recompute_from": walk.resume_at, "recompute_until": walk.until}
+
+
 def rederive(
     *,
     conn: Connection,
@@ -514,9 +634,11 @@ def rederive(
     params: StateParams,
     webhook_urls: list[str],
     now_ms: int,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Forget the hive's steps and derive them again from all its rollups (call under :func:`lock_state`);
-    returns the state-row values to write (with the alerts if the current state changes)."""
+    returns the state-row values to write (with the alerts if the current state changes). A history
+    longer than the step budget is derived on by :func:`continue_recompute`."""
     conn.execute(sa.delete(hive_steps).where(hive_steps.c.hive_id == hive_id))
     first, last = conn.execute(
         sa.select(sa.func.min(rollups.c.bucket_start), sa.func.max(rollups.c.bucket_start)).where(
@@ -535,14 +657,20 @@ def rederive(
             "n_window": 0,
             "counts": {},
             "last_bucket": None,
+            "recompute_from": None,
+            "recompute_until": None,
         }
-    step = recompute_steps(conn=conn, hive_id=hive_id, first_bucket=first, last_touched=last, params=params)
-    if step is not None:  # always, with no stored steps left to stop at
+    # No stored step is left to stop at: the walk goes to the newest bucket (in one or more transactions).
+    walk = recompute_steps(
+        conn=conn, hive_id=hive_id, first_bucket=first, until=last, params=params, max_steps=max_steps
+    )
+    values.update(_pending(walk))
+    if walk.last is not None:
         values.update(
             apply_step(
                 conn=conn,
                 hive_id=hive_id,
-                step=step,
+                step=walk.last,
                 current=current,
                 params=params,
                 webhook_urls=webhook_urls,
@@ -550,6 +678,79 @@ def rederive(
             )
         )
     return values
+
+
+def continue_recompute(
+    *,
+    engine: Engine,
+    hive_id: str,
+    defaults: StateParams,
+    webhook_urls: list[str],
+    now_ms: int,
+    max_steps: int | None = None,
+) -> bool:
+    """One more transaction of the hive's unfinished walk (at most ``max_steps`` steps, under the hive's
+    lock); True while some of it is left. When the walk reaches the newest bucket, the state row follows
+    it, with the alerts its change brings."""
+    with write_transaction(engine) as conn:
+        current = lock_state(conn=conn, hive_id=hive_id)
+        if current is None or current.recompute_from is None:
+            return False
+        overrides = conn.execute(sa.select(hives.c.params).where(hives.c.hive_id == hive_id)).scalar_one()
+        params = hive_params(defaults=defaults, overrides=overrides)
+        walk = recompute_steps(
+            conn=conn,
+            hive_id=hive_id,
+            first_bucket=current.recompute_from,
+            until=current.recompute_until if current.recompute_until is not None else current.recompute_from,
+            params=params,
+            max_steps=max_steps,
+        )
+        values: dict[str, Any] = {"updated_ms": now_ms, **_pending(walk)}
+        if walk.last is not None:
+            values.update(
+                apply_step(
+                    conn=conn,
+                    hive_id=hive_id,
+                    step=walk.last,
+                    current=current,
+                    params=params,
+                    webhook_urls=webhook_urls,
+                    now_ms=now_ms,
+                )
+            )
+        conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(**values))
+    return walk.resume_at is not None
+
+
+def finish_recomputes(
+    *,
+    engine: Engine,
+    defaults: StateParams,
+    webhook_urls: list[str],
+    now_ms: int,
+    hive_id: str | None = None,
+    max_steps: int | None = None,
+) -> list[str]:
+    """Bring every unfinished walk (or ``hive_id``'s) to its end, one transaction of ``max_steps`` steps at
+    a time, so other writers get their turn in between; returns the hives done. Run after a batch that
+    left one, at start-up and by the background sweep (a walk a crash interrupted is finished then)."""
+    query = sa.select(hive_state.c.hive_id).where(hive_state.c.recompute_from.is_not(None))
+    if hive_id is not None:
+        query = query.where(hive_state.c.hive_id == hive_id)
+    with read_transaction(engine) as conn:
+        pending = list(conn.execute(query.order_by(hive_state.c.hive_id)).scalars())
+    for pending_id in pending:
+        while continue_recompute(
+            engine=engine,
+            hive_id=pending_id,
+            defaults=defaults,
+            webhook_urls=webhook_urls,
+            now_ms=now_ms,
+            max_steps=max_steps,
+        ):
+            pass
+    return pending
 
 
 def rederive_locked(
@@ -586,6 +787,9 @@ def rebuild(
         rederive_locked(
             conn=conn, hive_id=hive_id, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms
         )
+    finish_recomputes(
+        engine=engine, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms, hive_id=hive_id
+    )
 
 
 def rederive_stale(
@@ -611,6 +815,7 @@ def rederive_stale(
                 conn=conn, hive_id=hive_id, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms
             )
         done.append(hive_id)
+    finish_recomputes(engine=engine, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms)
     if done:
         log.info("re-derived the state of %d hive(s) with the rules of version %d", len(done), RULES_VERSION)
     return done

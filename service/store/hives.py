@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from beeaudio.collector.db import hive_state, hives, write_transaction
 from beeaudio.collector.state import ParamsError, StateParams
 from beeaudio.collector.store.errors import Conflict, Invalid, NotFound
-from beeaudio.collector.store.hive_state import lock_state, new_state_row, rederive
-from beeaudio.collector.store.queries import hive_status, status_in
+from beeaudio.collector.store.hive_state import finish_recomputes, lock_state, new_state_row, rederive
+from beeaudio.collector.store.queries import hive_status
 from beeaudio.core import wire
 
 
@@ -82,4 +82,8 @@ def replace_params(
             now_ms=now_ms,
         )
         conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(**values))
-        return status_in(conn=conn, hive_id=hive_id, defaults=defaults, now_ms=now_ms)
+    # A long history is derived on in transactions of their own (other hives' batches in between).
+    finish_recomputes(
+        engine=engine, defaults=defaults, webhook_urls=webhook_urls, now_ms=now_ms, hive_id=hive_id
+    )
+    return hive_status(engine=engine, hive_id=hive_id, defaults=defaults, now_ms=now_ms)

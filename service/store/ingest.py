@@ -35,7 +35,7 @@ from beeaudio.collector.state import (
 from beeaudio.collector.store.alerts import HIVE_BACK, record_alert
 from beeaudio.collector.store.devices import DeviceIdentity
 from beeaudio.collector.store.errors import NotFound
-from beeaudio.collector.store.hive_state import RULES_VERSION, apply_step, recompute_steps, rederive
+from beeaudio.collector.store.hive_state import RULES_VERSION, apply_step, rederive, until_for, walk_steps
 from beeaudio.collector.timeutil import to_ms
 from beeaudio.core.wire import ClassificationEvent
 
@@ -47,6 +47,9 @@ class IngestResult:
     batch_id: str
     accepted: int
     duplicates: int
+    #: The re-evaluation of the hive's steps is not finished: it goes on in transactions of its own
+    #: (:func:`beeaudio.collector.store.hive_state.finish_recomputes`), after the batch is committed.
+    unfinished: bool = False
 
 
 def _bucket(moment: datetime, *, bucket_seconds: int) -> int:
@@ -126,6 +129,7 @@ def store_batch(
         new_events = [e for e in unique.values() if e.event_id in inserted]
         params = hive_params(defaults=defaults, overrides=current.params)
         values: dict[str, Any] = {"last_seen_ms": now_ms, "updated_ms": now_ms}
+        unfinished = False
         if new_events:
             touched = _fold_rollups(
                 conn=conn, device=device, new_events=new_events, bucket_seconds=bucket_seconds
@@ -147,20 +151,24 @@ def store_batch(
                         now_ms=now_ms,
                     )
                 )
+                unfinished = values["recompute_from"] is not None
             else:
-                step = recompute_steps(
+                walk, pending = walk_steps(
                     conn=conn,
                     hive_id=device.hive_id,
+                    current=current,
                     first_bucket=min(touched),
-                    last_touched=max(touched),
+                    until=until_for(last_touched=max(touched), params=params),
                     params=params,
                 )
-                if step is not None:
+                values.update(pending)
+                unfinished = walk.resume_at is not None
+                if walk.last is not None:
                     values.update(
                         apply_step(
                             conn=conn,
                             hive_id=device.hive_id,
-                            step=step,
+                            step=walk.last,
                             current=current,
                             params=params,
                             webhook_urls=webhook_urls,
@@ -182,7 +190,12 @@ def store_batch(
         conn.execute(
             sa.update(devices).where(devices.c.device_id == device.device_id).values(last_seen_ms=now_ms)
         )
-    result = IngestResult(batch_id=batch_id, accepted=len(inserted), duplicates=len(batch) - len(inserted))
+    result = IngestResult(
+        batch_id=batch_id,
+        accepted=len(inserted),
+        duplicates=len(batch) - len(inserted),
+        unfinished=unfinished,
+    )
     log.debug(
         "batch %s from %s: %d new, %d duplicates",
         batch_id,

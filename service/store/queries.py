@@ -6,6 +6,7 @@ hive; those that take a connection read inside the caller's (e.g. the status a w
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from beeaudio.collector.state import (
 )
 from beeaudio.collector.store.errors import NotFound
 from beeaudio.collector.timeutil import iso_ms
-from beeaudio.core.wire import EVENT_SCHEMA, EVENT_SCHEMAS, V2_FIELDS
+from beeaudio.core.wire import EVENT_SCHEMA, EVENT_SCHEMAS, V2_FIELDS, unclean_reason
 
 #: What an event stored without a quality flag was sent as (v2 events always carry one).
 V1_EVENT_SCHEMA = EVENT_SCHEMAS[0]
@@ -234,8 +235,16 @@ def event_json(row: Any) -> dict[str, Any]:
     if v2:
         data.update({name: getattr(row, name) for name in V2_FIELDS})
     if row.extra:
-        data["extra"] = row.extra
+        data["extra"] = readable_json(row.extra, where="extra")
     return data
+
+
+def readable_json(value: Any, *, where: str) -> Any:
+    """A stored JSON value, or a note in its place when it is one no answer can carry (a lone surrogate,
+    nesting too deep: refused at ingest since, but a database from before may hold it). One such row
+    must not make every answer that includes it a 500."""
+    reason = unclean_reason(value, where=where)
+    return value if reason is None else {"unreadable": reason}
 
 
 @dataclass(frozen=True)
@@ -245,12 +254,16 @@ class EventPage:
     next_cursor: str | None
 
 
+#: ``<window_start_ms>.<row id>`` in ASCII digits (``str.isdigit`` also takes ``²``, which ``int`` refuses).
+_CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})", re.ASCII)
+
+
 def parse_cursor(cursor: str) -> tuple[int, int] | None:
     """The position in a cursor :func:`event_page` handed out, or None for anything else."""
-    parts = cursor.split(".")
-    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 18 for p in parts):
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
         return None
-    return int(parts[0]), int(parts[1])
+    return int(match.group(1)), int(match.group(2))
 
 
 def event_page(*, engine: Engine, hive_id: str, limit: int, cursor: tuple[int, int] | None) -> EventPage:

@@ -114,11 +114,97 @@ def test_conflicts_and_missing_things(collector, two_hives) -> None:
     assert generated.status_code == 201 and generated.json()["hive_id"].startswith("hive-")
 
 
-@pytest.mark.parametrize("secret", ["", "changeme", "admin", "short"])
+#: Weak whatever their length (issue 14, item 14: the check was length-only).
+WEAK = [
+    "",
+    "changeme",
+    "admin",
+    "short",
+    "a" * 40,
+    "changemechangemechangeme",
+    "Password!Password!",
+    "password1234567890",
+    "qwertyuiopasdfghjkl",
+    "0123456789abcdef0123",
+    "admin-token-secret-test",
+    "1212121212121212121",
+    "aaaaaaaaaaaaaaaaaaab",
+]
+STRONG = ["pX3-Vq9LzR7tKm2WcY8n", "3f9a1c7e5b2d8f40a6c1e9b7d3f5a2c8", "adm-TS6a4i0Lk2b8zhKLnP5rI4CYd7GvMQWe"]
+
+
+@pytest.mark.parametrize("secret", WEAK)
 def test_production_refuses_weak_admin_secrets(tmp_path, secret: str) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}", admin_token=secret, mode="production")
     with pytest.raises(SettingsError, match="BEEAUDIO_ADMIN_TOKEN"):
         create_app(settings)
+
+
+@pytest.mark.parametrize("secret", [s for s in WEAK if s])
+def test_production_refuses_a_weak_read_token(tmp_path, secret: str) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        admin_token=STRONG[0],
+        read_token=secret,
+        mode="production",
+    )
+    with pytest.raises(SettingsError, match="BEEAUDIO_READ_TOKEN"):
+        create_app(settings)
+
+
+def test_read_token_rules(tmp_path) -> None:
+    from beeaudio.collector.settings import resolve_read_token
+
+    def settings(**values):
+        return Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}", admin_token=STRONG[0], **values)
+
+    for secret in STRONG[1:]:
+        assert resolve_read_token(settings(read_token=secret), admin_token=STRONG[0]) == secret
+    assert resolve_read_token(settings(), admin_token=STRONG[0]) == ""  # unset: no read token
+    with pytest.raises(SettingsError, match="admin token"):
+        resolve_read_token(settings(read_token=STRONG[0]), admin_token=STRONG[0])
+    # Local mode (a demo) warns and goes on, as it does for a weak admin token.
+    assert resolve_read_token(settings(read_token="reader", mode="local"), admin_token=STRONG[0]) == "reader"
+
+
+@pytest.mark.parametrize("secret", STRONG)
+def test_random_secrets_are_accepted(secret: str) -> None:
+    from beeaudio.collector.secret_rules import secret_weakness
+
+    assert secret_weakness(secret) is None
+
+
+def test_generated_secrets_are_accepted() -> None:
+    import secrets
+
+    from beeaudio.collector.secret_rules import secret_weakness
+
+    for _ in range(500):
+        for secret in (secrets.token_urlsafe(32), secrets.token_urlsafe(16), "adm-" + secrets.token_hex(16)):
+            assert secret_weakness(secret) is None, secret
+
+
+def test_rotating_a_device_token(collector, two_hives) -> None:
+    a, _ = two_hives
+    events = timeline(
+        hive_id="hive-a", device_id="dev-a", start=T0 - timedelta(minutes=1), segments=[(0.1, 2)]
+    )
+    assert collector.client.post("/api/v1/devices/dev-a/token", headers=READER).status_code == 403
+    assert collector.client.post("/api/v1/devices/dev-a/token", headers=bearer(a["token"])).status_code == 403
+    assert collector.client.post("/api/v1/devices/nope/token", headers=ADMIN).status_code == 404
+    rotated = collector.client.post("/api/v1/devices/dev-a/token", headers=ADMIN)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()
+    assert new["device_id"] == "dev-a" and new["hive_id"] == "hive-a" and new["token"] != a["token"]
+    assert collector.send(a, events).status_code == 401  # the old token, from now on
+    assert collector.send(new, events).status_code == 200
+    # A revoked device is admitted again by a new token.
+    assert collector.client.delete("/api/v1/devices/dev-a/token", headers=ADMIN).status_code == 200
+    assert collector.send(new, events).status_code == 401
+    again = collector.client.post("/api/v1/devices/dev-a/token", headers=ADMIN).json()
+    assert collector.send(again, events).json()["duplicates"] == 2
+    listed = collector.client.get("/api/v1/hives/hive-a/devices", headers=ADMIN).json()
+    assert listed[0]["revoked_at"] is None
 
 
 def test_local_mode_generates_and_keeps_a_token(tmp_path) -> None:

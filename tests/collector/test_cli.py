@@ -50,6 +50,16 @@ def test_chores(run) -> None:
         (("add-hive", "--name", "x", "--params", "[1]"), EXIT_USAGE, "JSON object"),
         (("add-hive", "--name", "x", "--params", '{"enter_swarm": 2}'), EXIT_USAGE, "enter_swarm"),
         (("add-hive", "--name", "x", "--params", '{"enter": 0.7}'), EXIT_USAGE, "unknown state parameter"),
+        # Ids the HTTP API refuses are refused here too (issue 14, item 14).
+        (("add-hive", "--name", "x", "--hive-id", "north 3"), EXIT_USAGE, "--hive-id 'north 3'"),
+        (("add-hive", "--name", "x", "--hive-id", "_north"), EXIT_USAGE, "not an id the API accepts"),
+        (("add-hive", "--name", "x", "--hive-id", "h" * 65), EXIT_USAGE, "not an id the API accepts"),
+        (("add-hive", "--name", "x", "--hive-id", "a/b"), EXIT_USAGE, "not an id the API accepts"),
+        (("add-device", "--hive", "h", "--device-id", "pi 1"), EXIT_USAGE, "--device-id 'pi 1'"),
+        (("add-device", "--hive", "h", "--device-id", "pi\udcff"), EXIT_USAGE, "not an id the API accepts"),
+        (("add-device", "--hive", "h\udcff"), EXIT_USAGE, "surrogate"),
+        (("add-hive", "--name", "North\udcff"), EXIT_USAGE, "surrogate"),
+        (("rotate-device-token", "nope"), EXIT_FAILURE, "device 'nope' does not exist"),
     ],
 )
 def test_refusals_are_one_line_with_their_exit_code(run, args, code: int, words: str) -> None:
@@ -78,3 +88,26 @@ def test_settings_that_cannot_work_exit_2(run, monkeypatch) -> None:
     monkeypatch.setenv("BEEAUDIO_ENTER_SWARM", "lots")
     code, _, err = run("list-hives")
     assert code == EXIT_USAGE and len(err) == 1 and "enter_swarm" in err[0]
+
+
+def test_rotate_device_token(run, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from beeaudio.collector.db import devices, make_engine
+    from beeaudio.collector.tokens import token_digest
+
+    assert run("add-hive", "--name", "North", "--hive-id", "north-3")[0] == EXIT_OK
+    code, out, _ = run("add-device", "--hive", "north-3", "--device-id", "pi-1")
+    old = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
+    token_file = tmp_path / "pi-1.token"
+    code, out, err = run("rotate-device-token", "pi-1", "--token-file", str(token_file))
+    assert code == EXIT_OK and err == [] and str(token_file) in out
+    new = token_file.read_text().strip()
+    assert new.startswith("bdt_") and new != old and oct(token_file.stat().st_mode & 0o777) == "0o600"
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(devices.c.token_sha256).where(devices.c.device_id == "pi-1")).scalar()
+    engine.dispose()
+    assert stored == token_digest(new) != token_digest(old)
+    code, out, _ = run("rotate-device-token", "pi-1")
+    assert code == EXIT_OK and "token bdt_" in out

@@ -229,7 +229,7 @@ def test_a_first_schema_database_upgrades_with_its_data(db_url: str, tmp_path) -
         )
         before = {t: _count(conn, t) for t in ("events", "rollups", "rollup_labels", "hive_steps", "alerts")}
 
-    assert migrate.upgrade(engine=engine) == migrate.head_revision() == "0002"
+    assert migrate.upgrade(engine=engine) == migrate.head_revision() == "0003"
     with engine.connect() as conn:
         assert {t: _count(conn, t) for t in before} == before
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
@@ -301,9 +301,51 @@ def test_downgrade_and_upgrade_again(db_url: str) -> None:
     assert migrate.current_revision(engine=engine) == "0001"
     with engine.connect() as conn:
         assert _count(conn, "events") == 30 and _count(conn, "rollups") == 5
-    assert migrate.upgrade(engine=engine) == "0002"
+    assert migrate.upgrade(engine=engine) == "0003"
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT sum(n_evidence) FROM rollups")).scalar_one() == 30
+    engine.dispose()
+
+
+def test_0003_adds_the_unfinished_walk_and_keeps_every_row(db_url: str) -> None:
+    """A database at 0002 with readings upgrades to 0003 with every row, no walk left unfinished, and the
+    same state; and 0003 downgrades to 0002 without losing any."""
+    engine = make_engine(db_url)
+    migrate.upgrade(engine=engine, revision="0001")
+    with engine.begin() as conn:
+        _write_v1_hive(
+            conn,
+            hive_id="h",
+            device_id="d",
+            events=timeline(
+                hive_id="h", device_id="d", start=T0 - timedelta(minutes=9), segments=[(0.2, 50)]
+            ),
+            state="normal",
+            token=TOKEN,
+        )
+    migrate.upgrade(engine=engine, revision="0002")
+    tables = ("events", "rollups", "rollup_labels", "hive_steps", "hive_state", "devices")
+    with engine.connect() as conn:
+        before = {t: _count(conn, t) for t in tables}
+        state = conn.execute(sa.text("SELECT state, since_ms FROM hive_state WHERE hive_id = 'h'")).one()
+    assert migrate.upgrade(engine=engine) == "0003"
+    with engine.connect() as conn:
+        assert {t: _count(conn, t) for t in tables} == before
+        assert (
+            conn.execute(sa.text("SELECT state, since_ms FROM hive_state WHERE hive_id = 'h'")).one() == state
+        )
+        pending = (
+            "SELECT count(*) FROM hive_state WHERE recompute_from IS NOT NULL OR recompute_until IS NOT NULL"
+        )
+        assert conn.execute(sa.text(pending)).scalar_one() == 0
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    config = migrate.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+    with engine.connect() as conn:
+        assert {t: _count(conn, t) for t in tables} == before
+    assert migrate.upgrade(engine=engine) == "0003"
     engine.dispose()
 
 

@@ -271,11 +271,46 @@ def test_from_dict_refuses_what_it_cannot_reproduce(data: dict, match: str) -> N
         ({"deltas": True}, "integer"),
         ({"fmin": float("nan")}, "finite"),
         ({"hop_seconds": 0.0}, "positive"),
+        # Bounds of what a device can serve (issue 14, item 5; the limits are in beeaudio.core.wire).
+        ({"window_seconds": 1e6}, r"window_seconds 1e\+06 s is longer than the 60 s"),
+        ({"hop_seconds": 1e-9}, r"hop_seconds 1e-09 s is shorter than 0.1 s"),
+        ({"hop_seconds": 3600.0}, "hop_seconds 3600 s is longer than the 60 s"),
+        (
+            {"sample_rate": 192000, "n_fft": 2048, "hop_length": 1024, "fmin": 0.0, "fmax": 96000.0},
+            r"sample_rate 192000 is outside 1000\.\.48000",
+        ),
+        ({"n_fft": 16384, "window_seconds": 4.0}, r"n_fft 16384 is outside 1\.\.2048"),
+        (
+            {
+                "sample_rate": 16000,
+                "n_fft": 2048,
+                "hop_length": 512,
+                "n_mels": 160,
+                "fmin": 0.0,
+                "fmax": 8000.0,
+            },
+            r"n_mels 160 is outside 1\.\.128",
+        ),
+        (
+            {"sample_rate": 16000, "n_fft": 1024, "hop_length": 64, "n_mels": 40, "fmin": 0.0, "fmax": 8000.0}
+            | {"window_seconds": 60.0},
+            "14985 FFT frames of 1024 samples",
+        ),
     ],
 )
 def test_invalid_configs_are_refused_with_a_clear_reason(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         FeatureConfig(**kwargs)
+
+
+def test_the_presets_and_the_longest_window_are_within_the_bounds() -> None:
+    from beeaudio.desktop.feature_presets import PRESETS, preset
+
+    for name in PRESETS:
+        for representation in ("stats", "frames"):
+            base = preset(name=name, representation=representation)
+            # A whole minute (the device's recorder files) hopped at the shortest hop is still served.
+            FeatureConfig.from_dict({**base.to_dict(), "window_seconds": 60.0, "hop_seconds": 0.1})
 
 
 def test_short_windows_work_without_deltas() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import tracemalloc
@@ -272,3 +273,113 @@ def test_a_bundle_for_frames_features(tmp_path: Path) -> None:
     assert np.mean(probabilities.argmax(axis=1) == built.keras_probabilities.argmax(axis=1)) >= 0.95
     with pytest.raises(ValueError, match="this model takes"):
         classifier.predict(np.zeros((1, 52), dtype=np.float32))
+
+
+# -- signal checks and unfamiliar sound --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def novelty_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.fixtures.novelty import write_novelty_bundle
+
+    return write_novelty_bundle(tmp_path_factory.mktemp("inference") / "novelty.beemodel")
+
+
+def test_digital_silence_is_no_signal_never_a_confident_normal(float_bundle: Path, tmp_path: Path) -> None:
+    silent = audio.write_wav(
+        tmp_path / "silent.wav", audio=np.zeros(16000 * 8, np.float32), sample_rate=16000
+    )
+    classifier = Classifier.load(float_bundle)
+    result = classifier.classify_file(silent)
+    assert {w.quality for w in result.windows} == {"no_signal"}
+    assert not any(w.evidence for w in result.windows)
+    assert {w.verdict for w in result.windows} == {"no_signal"}
+    assert result.label == "no_signal" and result.swarm_fraction == 0.0
+    assert result.evidence_windows == 0 and result.verdicts == {"no_signal": len(result.windows)}
+    assert result.no_signal_windows == len(result.windows) and result.unfamiliar_windows == 0
+    window = result.to_json()["windows"][0]
+    assert window["quality"] == "no_signal" and window["evidence"] is False
+    assert window["signal"]["level_dbfs"] == -120.0 and window["novelty"] is None
+
+
+def test_a_few_bad_windows_do_not_hide_the_models_label(float_bundle: Path) -> None:
+    classifier = Classifier.load(float_bundle)
+    signal = synthetic_sound(seconds=10.0, seed=42)
+    signal[8000 * 7 :] = 0.0  # the microphone died for the last 3 s
+    windows = classifier.classify_array(signal, sample_rate=8000)
+    result = classifier.summarize(path=Path("x.wav"), source_format="WAV", duration_s=10.0, windows=windows)
+    good = [w for w in windows if w.evidence]
+    assert 0 < result.verdicts["no_signal"] < len(windows) / 2
+    assert result.label in LABELS and result.evidence_windows == len(good)
+    mean = np.mean([[w.probabilities[label] for label in LABELS] for w in good], axis=0)
+    assert result.mean_probabilities == pytest.approx(dict(zip(LABELS, mean, strict=True)), abs=1e-6)
+    # Windows with partly dead input are dropouts or no signal, never evidence.
+    assert all(w.evidence == (w.start_s + 2.0 <= 7.0) for w in windows)
+
+
+def test_a_bundle_without_a_detector_gives_no_novelty(float_bundle: Path) -> None:
+    classifier = Classifier.load(float_bundle)
+    windows = classifier.classify_array(synthetic_sound(seconds=4.0, seed=1), sample_rate=8000)
+    assert classifier.novelty is None and classifier.novelty_threshold is None
+    assert all(w.novelty is None and w.novelty_threshold is None and not w.unfamiliar for w in windows)
+    assert classifier.novelty_scores(built_model(quantization="float32").features) is None
+
+
+def test_unfamiliar_windows_are_scored_and_not_evidence(novelty_bundle: Path) -> None:
+    from tests.fixtures.signals import render
+
+    classifier = Classifier.load(novelty_bundle)
+    assert classifier.novelty is not None and classifier.novelty_threshold == classifier.novelty.threshold
+    familiar = classifier.classify_array(synthetic_sound(seconds=8.0, seed=77), sample_rate=8000)
+    assert all(
+        w.novelty is not None and w.novelty_threshold == classifier.novelty_threshold for w in familiar
+    )
+    assert sum(w.unfamiliar for w in familiar) <= 1
+    noise = render(kind="white_noise", seconds=8.0, level_dbfs=-30.0, seed=4)
+    windows = classifier.classify_array(noise.audio, sample_rate=noise.sample_rate)
+    assert all(w.quality == "ok" and w.unfamiliar and not w.evidence for w in windows)
+    assert {w.verdict for w in windows} == {"unfamiliar"}
+    result = classifier.summarize(path=Path("n.wav"), source_format="WAV", duration_s=8.0, windows=windows)
+    assert result.label == "unfamiliar" and result.unfamiliar_windows == len(windows) and result.novelty
+    first = result.to_json()["windows"][0]
+    assert first["unfamiliar"] is True and first["novelty"] > first["novelty_threshold"]
+    assert first["label"] in LABELS  # the model's own answer stays visible in JSON, marked not evidence
+    # Scores through classify_windows are those of the detector on the same features.
+    features_ = features.window_features(audio=audio.resample(noise.audio, orig_rate=16000, target_rate=8000),
+                                         config=classifier.config)  # fmt: skip
+    np.testing.assert_allclose([w.novelty for w in windows], classifier.novelty.score(features_), rtol=1e-6)
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "beeaudio.cli", *map(str, args)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_classify_and_info_say_what_is_no_evidence(
+    novelty_bundle: Path, float_bundle: Path, tmp_path: Path
+) -> None:
+    from tests.fixtures.signals import render
+
+    silent = audio.write_wav(tmp_path / "silent.wav", audio=np.zeros(8000 * 6, np.float32), sample_rate=8000)
+    noise = render(kind="pink_noise", seconds=6.0, level_dbfs=-30.0, seed=2)
+    noisy = audio.write_wav(tmp_path / "noise.wav", audio=noise.audio, sample_rate=noise.sample_rate)
+    table = _cli("classify", "--model", novelty_bundle, silent, noisy, "--windows")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "no signal" in lines[0] and "unfamiliar" in lines[0]
+    silent_row = next(line for line in lines if line.startswith(str(silent)))
+    assert " no_signal " in silent_row and " normal " not in silent_row and " swarm " not in silent_row
+    assert "no usable signal: 5 of 5 windows (no_signal 5)" in table.stdout
+    assert "unfamiliar: 5 of 5 windows — the model has not heard audio like this" in table.stdout
+    assert "unfamiliar (model: " in table.stdout  # per window: the verdict first, the model's label aside
+    payload = json.loads(_cli("classify", "--model", novelty_bundle, silent, noisy, "--json").stdout)
+    by_name = {Path(f["path"]).name: f for f in payload["files"]}
+    assert by_name["silent.wav"]["label"] == "no_signal" and by_name["noise.wav"]["label"] == "unfamiliar"
+    assert by_name["noise.wav"]["not_evidence"] == {"unfamiliar": 5}
+    assert {w["quality"] for w in by_name["silent.wav"]["windows"]} == {"no_signal"}
+
+    old = _cli("classify", "--model", float_bundle, silent)
+    assert "no novelty detector" in old.stdout and " no_signal " in old.stdout
+    assert "no novelty detector (an older bundle)" in _cli("info", float_bundle).stdout
+    info = _cli("info", novelty_bundle).stdout
+    assert "gaussian-views/1 (features, shape), threshold" in info and "flags 1.00 % of 60" in info

@@ -174,3 +174,96 @@ def test_a_missing_extra_is_named_before_any_work() -> None:
     assert caught.value.exit_code == EXIT_USAGE
     assert "no_such_module_for_beeaudio" in str(caught.value) and "json," not in str(caught.value)
     require_extra(extra="train", modules=("json",), command="train")  # present: nothing happens
+
+
+# -- the feature configuration from the command line ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            ["--features", "fullband"],
+            {"sample_rate": 16000, "fmin": 0.0, "fmax": 8000.0, "n_mels": 40, "n_mfcc": 13},
+        ),
+        (
+            ["--n-mfcc", "40", "--n-mels", "40", "--sample-rate", "16000"],
+            {"sample_rate": 16000, "fmin": 100.0, "fmax": 1000.0, "n_mels": 40, "n_mfcc": 40},
+        ),
+    ],
+    ids=["fullband", "40-mfcc-16k"],
+)
+def test_a_front_end_chosen_on_the_command_line_is_trained_exported_and_run_by_the_device(
+    tiny_dataset: Path, tmp_path: Path, options: list[str], expected: dict[str, float]
+) -> None:
+    """Train with a feature config from the CLI, export it, and run it as a device would: the config is in
+    the run, in the bundle's manifest, and the device's self-test and classify compute it."""
+    run, bundle = tmp_path / "run", tmp_path / "wide.beemodel"
+    ok(
+        beeaudio(
+            "train", "--data", tiny_dataset, "--out", run, "--layers", 2, "--units", 32, "--dropout", 0.1,
+            "--batch-size", 32, "--epochs", 40, "--patience", 10, "--seed", 3, "--no-cache", "--json",
+            *options,
+        )
+    )  # fmt: skip
+    trained = json.loads((run / "feature_config.json").read_text())
+    assert {k: trained[k] for k in expected} == expected
+    assert json.loads((run / "train_config.json").read_text())["feature_config"] == trained
+    ok(
+        beeaudio(
+            "export", "--run", run, "--out", bundle, "--min-agreement", TINY_MIN_AGREEMENT,
+            "--max-int8-drop", TINY_MAX_INT8_DROP,
+        )
+    )  # fmt: skip
+    info = json.loads(ok(beeaudio("info", bundle, "--json")).stdout)
+    assert info["manifest"]["feature_config"] == trained
+    selftest = ok(beeaudio("device", "selftest", "--bundle", bundle))
+    assert "checksum and self-test passed" in selftest.stdout and "analysed 10 s of audio" in selftest.stdout
+    wav = sorted(tiny_dataset.rglob("*.wav"))[0]
+    classified = json.loads(ok(beeaudio("classify", "--model", bundle, wav, "--json")).stdout)
+    assert classified["files"][0]["label"] in ("normal", "swarm") and classified["files"][0]["windows"]
+
+
+def test_feature_options_that_cannot_work_are_one_line_usage_errors(tmp_path: Path) -> None:
+    """Refused before anything is decoded: an unknown preset, a field the bundle rules refuse, and a band
+    the recordings cannot feed (2205 Hz files under a 0–8000 Hz front end), naming the files."""
+    import soundfile as sf
+
+    data = tmp_path / "osbh"
+    rng = np.random.default_rng(0)
+    for hive in ("CF001", "CF002"):
+        for state in ("Active", "Swarm"):
+            path = data / f"{hive} - {state} - Day - (1).wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, (0.1 * rng.standard_normal(2205 * 4)).astype(np.float32), 2205, subtype="PCM_16")
+    out = tmp_path / "run"
+    one_clear_error(
+        beeaudio("train", "--data", data, "--out", out, "--features", "fulband"),
+        "unknown feature preset 'fulband'",
+        code=EXIT_USAGE,
+    )
+    one_clear_error(
+        beeaudio("train", "--data", data, "--out", out, "--fmax", "5000"),
+        "fmax 5000.0 Hz is above the Nyquist frequency 4000.0 Hz",
+        code=EXIT_USAGE,
+    )
+    refused = beeaudio("train", "--data", data, "--out", out, "--features", "fullband", "--no-cache")
+    one_clear_error(refused, "4 of 4 recordings", "CF001 - Active - Day - (1).wav (2205 Hz)", code=EXIT_USAGE)
+    assert not out.exists()
+    codec = beeaudio(
+        "experiment", "codec", "--data", data, "--out", tmp_path / "codec", "--band", "osbh-2205,fullband",
+        "--no-cache",
+    )  # fmt: skip
+    one_clear_error(codec, "listens up to 8000 Hz", code=EXIT_USAGE)
+    assert not (tmp_path / "codec").exists()
+    sweep = beeaudio(
+        "experiment",
+        "sweep",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "sweep",
+        "--features",
+        "fullband",
+        "--no-cache",
+    )
+    one_clear_error(sweep, "CF002 - Swarm - Day - (1).wav (2205 Hz)", code=EXIT_USAGE)
+    assert not (tmp_path / "sweep").exists()

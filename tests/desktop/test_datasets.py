@@ -239,6 +239,43 @@ def test_label_names_fix_the_order_and_reject_unknown_labels(tmp_path: Path) -> 
     assert isinstance(sub, WindowSet) and len(sub) == 6 and set(sub.hives.tolist()) == {"h1"}
 
 
+def test_a_band_the_recordings_cannot_feed_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fmax above a recording's Nyquist frequency: one error naming the files, read from the headers
+    alone (decoding is made to fail loudly, and nothing reaches the cache)."""
+    recs = _recordings(tmp_path / "wide")  # 8 kHz: Nyquist 4 kHz
+    narrow = [
+        Recording(
+            path=write_tone(tmp_path / "osbh" / f"CF00{i} - Active - Day - ({i}).wav", rate=2205, seed=i),
+            label="normal",
+            hive=f"CF00{i}",
+            recording=f"osbh-{i}",
+        )
+        for i in range(7)
+    ]
+    fullband = FeatureConfig(sample_rate=16000, n_fft=1024, hop_length=512, n_mels=40, fmin=0, fmax=8000)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded before the band check")
+
+    monkeypatch.setattr(data, "load_audio", no_decoding)
+    cache = tmp_path / "cache"
+    with pytest.raises(data.BandTooWideError) as caught:
+        build_windows(recordings=recs + narrow, config=fullband, cache_dir=cache, progress=False)
+    message = str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in message
+    assert "13 of 13 recordings" in message and "8000 Hz (fmax)" in message
+    assert str(narrow[0].path) in message and "(2205 Hz)" in message and "and 8 more" in message
+    assert "at most 1102.5 Hz" in message
+    assert not cache.exists() or not list(cache.rglob("*.npz"))
+    # The default band (100–1000 Hz) fits under 1102.5 Hz: the same 2205 Hz files pass the check.
+    data.check_band(recordings=narrow, config=CONFIG)
+    monkeypatch.undo()
+    windows = build_windows(recordings=narrow, config=CONFIG, progress=False)
+    assert len(windows) == 7 * 2
+
+
 # -- grouped split -------------------------------------------------------------------------------------
 def fake_windows(hive_labels: list[list[int]], per_recording: int = 3) -> WindowSet:
     hives, recs, labels = [], [], []

@@ -283,3 +283,44 @@ def test_microphone_source_supervises_the_recorder(tmp_path, bundle):
         assert abs((moment - started).total_seconds()) < 120
     # The recorder's unfinished file is left for the next start, not analysed half-written.
     assert len(list((tmp_path / "spool").glob("*.wav"))) <= 2
+
+
+# -- window quality and novelty on every event -------------------------------------------------------------
+def _events_of(path: Path, bundle: Path):
+    from beeaudio.core.inference import Classifier
+
+    return analyse_file(
+        path=path,
+        classifier=Classifier.load(bundle),
+        identity=Identity(device_id="dev-1", hive_id="hive-1"),
+        source_id=f"test:{path.name}",
+        name_time_formats=("%Y%m%d-%H%M%S",),
+    )
+
+
+def test_an_event_of_a_silent_window_says_no_signal(tmp_path, bundle):
+    """A dead microphone: every event says no_signal, carries the novelty score, and is no evidence."""
+    import numpy as np
+
+    from beeaudio.core.audio import write_wav
+    from beeaudio.core.wire import ClassificationEvent
+
+    silent = write_wav(
+        tmp_path / "20260401-100000.wav", audio=np.zeros(16000 * 5, np.float32), sample_rate=16000
+    )
+    events = _events_of(silent, bundle)
+    assert len(events) == 4 and {e.quality for e in events} == {"no_signal"}
+    assert all(e.novelty is not None and e.novelty_threshold is not None for e in events)
+    assert not any(e.is_evidence for e in events)
+    again = ClassificationEvent.from_json(events[0].to_json())  # what the collector receives
+    assert again.quality == "no_signal" and again.novelty == events[0].novelty and not again.is_evidence
+
+
+def test_events_of_hive_audio_are_ok_and_familiar(tmp_path, bundle):
+    (recording,) = write_recordings(folder=tmp_path, count=1, seconds=8.0, start=START)
+    events = _events_of(recording, bundle)
+    read = read_bundle(bundle)
+    assert read.novelty is not None
+    assert all(e.novelty_threshold == pytest.approx(read.novelty.threshold) for e in events)
+    assert sum(e.quality == "ok" for e in events) == len(events)
+    assert sum(e.is_evidence for e in events) >= len(events) - 1

@@ -53,3 +53,39 @@ def test_agent_runs_in_the_edge_environments(tmp_path, bundle, edge_python):
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["outbox_depth"] == len(ids) and report["files_done"] == 2
+
+
+def test_a_bundle_that_crashes_the_runtime_is_refused_in_the_edge_environments(tmp_path, bundle, edge_python):
+    """On the device's own runtimes: tflite-runtime 2.14 does not verify models and dies on most bundles
+    with a few bytes changed; ai-edge-litert dies on a FULLY_CONNECTED without weights. Either way
+    install-model and selftest print one line and the installed model stays."""
+    from beeaudio.core.bundle import BundleError
+    from beeaudio.core.sandbox import BundleCrashError, check_bundle_in_child
+    from tests.fixtures.device import crashing_bundle, mutated_bundle
+
+    crasher = None
+    candidates = [lambda p: crashing_bundle(bundle, p)]
+    candidates += [lambda p, s=seed: mutated_bundle(bundle, p, seed=s) for seed in range(40)]
+    for i, make in enumerate(candidates):
+        path = make(tmp_path / f"candidate-{i}.beemodel")
+        try:
+            check_bundle_in_child(path=path, python=edge_python)
+        except BundleCrashError:
+            crasher = path
+            break
+        except BundleError:  # refused without a crash: this runtime verified it
+            continue
+    assert crasher is not None, "no bundle among the candidates crashes this runtime"
+    state = tmp_path / "state"
+    assert (
+        run_cli(
+            "device", "install-model", str(bundle), "--state-dir", str(state), python=edge_python
+        ).returncode
+        == 0
+    )
+    current = (state / "models" / "current").read_text()
+    for action in (("install-model", str(crasher)), ("selftest", "--bundle", str(crasher))):
+        result = run_cli("device", *action, "--state-dir", str(state), python=edge_python)
+        assert result.returncode == 1, (action, result.returncode, result.stderr)
+        assert "crashed the TF-Lite runtime (SIG" in result.stderr and "Traceback" not in result.stderr
+    assert (state / "models" / "current").read_text() == current

@@ -14,17 +14,16 @@ import pytest
 from beeaudio.core.bundle import read_bundle
 from beeaudio.core.fsio import file_sha256
 from beeaudio.device.client import CollectorClient
-from beeaudio.device.modelstore import ModelStore, ModelStoreError, check_servable
+from beeaudio.device.modelstore import BundleRefusedError, ModelStore, ModelStoreError, check_servable
 from beeaudio.device.uplink import check_model_update
 from tests.fixtures.device import FakeCollector, fake_collector, run_cli
+from tests.fixtures.tflite_models import rewrite_bundle as fixture_rewrite_bundle
 
 
 def rewrite_bundle(source: Path, target: Path, **replace: bytes) -> Path:
-    """Copy a bundle, replacing some members' bytes (to build broken bundles)."""
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
-        for info in old.infolist():
-            new.writestr(info.filename, replace.get(info.filename, old.read(info.filename)))
-    return target
+    """Copy a bundle, replacing some members' bytes (to build broken bundles), its content digest
+    recomputed so that the check behind it is the one met."""
+    return fixture_rewrite_bundle(source=source, target=target, replace=replace)
 
 
 def edited_manifest(source: Path, **changes: object) -> bytes:
@@ -172,3 +171,33 @@ def test_cli_install_refuse_and_rollback(tmp_path, bundle, bundle_f32):
     status = json.loads(run_cli("device", "status", "--state-dir", state, "--json").stdout)
     assert status["model"].endswith(f"bundle sha256 {file_sha256(bundle)[:12]}…)")
     assert status["previous_model"].endswith(f"bundle sha256 {file_sha256(bundle_f32)[:12]}…)")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"model_name": "h" * 5000}, "model_name"),
+        ({"feature_config": {"window_seconds": 1e6}}, "window_seconds"),
+        ({"feature_config": {"hop_seconds": 1e-9}}, "hop_seconds"),
+    ],
+    ids=["name-5000", "window-1e6", "hop-1e-9"],
+)
+def test_a_bundle_this_device_could_not_serve_is_refused_and_remembered(
+    tmp_path, model_bundles, changes: dict, field: str
+):
+    """Installed before (its self-test passes): then every event was dead-lettered and every heartbeat
+    refused, every recording quarantined, or a 30 s file took 224,001 windows (issue 14, item 5)."""
+    store = ModelStore(root=tmp_path / "models")
+    good = store.install(source=model_bundles.v3)
+    with zipfile.ZipFile(model_bundles.v3) as archive:
+        features = json.loads(archive.read("manifest.json"))["feature_config"]
+    edits = {k: {**features, **v} if k == "feature_config" else v for k, v in changes.items()}
+    bad = rewrite_bundle(
+        model_bundles.v3,
+        tmp_path / "bad.beemodel",
+        **{"manifest.json": edited_manifest(model_bundles.v3, **edits)},
+    )
+    with pytest.raises(BundleRefusedError, match=field):
+        store.install(source=bad)
+    assert store.current_sha() == good.sha256
+    assert field in (store.refusal(file_sha256(bad)) or "")

@@ -107,12 +107,9 @@ def test_content_refusal_dead_letters_only_the_bad_event(tmp_path):
     events = make_events(8)
     poison = events[5].event_id
 
-    def decide(batch):
-        return 422 if any(e["event_id"] == poison for e in batch["events"]) else 200
-
     with (
         Outbox(path=tmp_path / "o.sqlite", max_events=100) as outbox,
-        fake_collector(FakeCollector(decide=decide)) as collector,
+        fake_collector(FakeCollector(refuse_event=lambda e: e["event_id"] == poison)) as collector,
     ):
         outbox.add_events(events)
         outcome = _uploader(outbox, collector.url).upload_once()
@@ -120,7 +117,7 @@ def test_content_refusal_dead_letters_only_the_bad_event(tmp_path):
         assert outbox.depth() == 0
         assert [d["event_id"] for d in outbox.dead_letters()] == [poison]
         assert outbox.dead_letters()[0]["status"] == 422
-        assert "scripted 422" in outbox.dead_letters()[0]["reason"]
+        assert outbox.dead_letters()[0]["reason"].startswith("events[5]: ")  # the collector's own words
         assert outbox.status().dead_lettered == 1
         assert set(collector.accepted) == {e.event_id for e in events} - {poison}
 

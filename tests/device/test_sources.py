@@ -86,48 +86,56 @@ def _touch(path: Path, *, age_s: float, now: float) -> Path:
     return path
 
 
-def test_finished_files_rules(tmp_path):
+def test_spool_files_leave_out_partial_names(tmp_path):
     now = time.time()
     old = _touch(tmp_path / "20240101-000000.wav", age_s=120, now=now)
     recent = _touch(tmp_path / "20240101-000100.mp3", age_s=61, now=now)
-    writing = _touch(tmp_path / "20240101-000200.wav", age_s=1, now=now)  # the recorder's current file
     _touch(tmp_path / "20240101-000300.wav.part", age_s=500, now=now)  # write-then-rename in progress
     _touch(tmp_path / ".20240101-000400.wav", age_s=500, now=now)  # hidden temporary file
     _touch(tmp_path / "notes.txt", age_s=500, now=now)  # not a recording
     patterns = ("*.wav", "*.mp3")
-    # The newest file is still being written: everything older is finished.
-    assert sources.finished_files(folder=tmp_path, patterns=patterns, settle_seconds=10, now=now) == [
-        old,
-        recent,
-    ]
-    # The recorder stopped: once the newest file has settled it is finished too.
-    assert sources.finished_files(folder=tmp_path, patterns=patterns, settle_seconds=10, now=now + 10) == [
-        old,
-        recent,
-        writing,
-    ]
-    assert sources.spool_files(folder=tmp_path, patterns=patterns) == [old, recent, writing]
-    assert sources.finished_files(folder=tmp_path / "absent", patterns=patterns, settle_seconds=0) == []
+    assert sources.spool_files(folder=tmp_path, patterns=patterns) == [old, recent]
+    watcher = sources.SpoolWatcher(
+        folder=tmp_path, patterns=patterns, settle_seconds=10, abandoned_seconds=60
+    )
+    assert watcher.complete(now=now) == []  # the first look never takes anything
+    # Not RIFF ("x"): another format, quiet for more than settle_seconds.
+    assert watcher.complete(now=now) == [old, recent]
+    absent = sources.SpoolWatcher(folder=tmp_path / "absent", patterns=patterns, settle_seconds=0,
+                                  abandoned_seconds=0)  # fmt: skip
+    assert absent.complete() == []
 
 
-def test_one_shot_runs_trust_a_closed_wav_header(tmp_path):
+def test_a_wav_is_complete_when_its_header_announces_its_size(tmp_path):
     import numpy as np
 
     from beeaudio.core.audio import write_wav
 
-    now = time.time()
-    older = _touch(tmp_path / "20240101-000000.wav", age_s=120, now=now)
     closed = write_wav(tmp_path / "20240101-000100.wav", audio=np.zeros(1600, np.float32), sample_rate=16000)
-    assert sources.wav_is_complete(closed)
-    rules = {"folder": tmp_path, "patterns": ("*.wav",), "settle_seconds": 10, "now": time.time()}
-    assert sources.finished_files(**rules) == [older]
-    assert sources.finished_files(**rules, trust_wav_header=True) == [older, closed]
+    assert sources.wav_header_state(closed) == "complete" and sources.wav_is_complete(closed)
+    watcher = sources.SpoolWatcher(
+        folder=tmp_path, patterns=("*.wav",), settle_seconds=10, abandoned_seconds=60
+    )
+    assert watcher.complete() == [] and watcher.complete() == [closed]  # at once: no settling needed
     # arecord while recording: the header announces the planned length, the file is shorter.
     data = bytearray(closed.read_bytes())
     data[4:8] = (len(data) - 8 + 32000).to_bytes(4, "little")
     closed.write_bytes(bytes(data))
-    assert not sources.wav_is_complete(closed)
-    assert sources.finished_files(**rules, trust_wav_header=True) == [older]
+    assert sources.wav_header_state(closed) == "incomplete"
+    assert watcher.complete() == [] and watcher.complete() == []
+    (tmp_path / "x.wav").write_bytes(b"ID3 not a wav")
+    assert sources.wav_header_state(tmp_path / "x.wav") == "other"
+
+
+def test_a_file_open_for_writing_is_seen(tmp_path):
+    path = tmp_path / "rec.mp3"
+    with path.open("wb") as handle:
+        handle.write(b"x")
+        handle.flush()
+        assert sources.open_for_writing([path]) == {path}
+    assert sources.open_for_writing([path]) == set()
+    with path.open("rb"):
+        assert sources.open_for_writing([path]) == set()  # readers do not count
 
 
 def test_times_from_names_and_mtime(tmp_path):

@@ -1,4 +1,5 @@
-"""``beeaudio experiment codec|sweep``: the WAV-vs-MP3 reproduction and the DNN size sweep.
+"""``beeaudio experiment codec|sweep|calibration``: the WAV-vs-MP3 reproduction, the DNN size sweep, and
+per-hive calibration on unseen microphones.
 
 Thin wrappers over :func:`beeaudio.desktop.experiments.codec.run_codec` and
 :func:`beeaudio.desktop.experiments.sweep.run_sweep`; TensorFlow is imported only when a handler runs.
@@ -10,7 +11,17 @@ import argparse
 from pathlib import Path
 
 from beeaudio.core.console import guarded, require_extra
-from beeaudio.desktop.commands.options import add_cache_options, cache_dir, positive_int_list
+from beeaudio.desktop.commands.adapt import register_experiment as register_adapt
+from beeaudio.desktop.commands.options import (
+    add_cache_options,
+    add_feature_options,
+    cache_dir,
+    feature_config,
+    feature_overrides,
+    positive_int_list,
+)
+from beeaudio.desktop.feature_presets import FeatureSpecError, front_end
+from beeaudio.desktop.training.train import CODEC_WEIGHTINGS
 
 #: What the experiments import (the ``train`` extra), looked for before any audio is decoded.
 EXPERIMENT_MODULES = ("tensorflow", "keras", "sklearn", "matplotlib")
@@ -24,6 +35,7 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short training, for tests and smoke runs")
     p.add_argument("--no-baselines", action="store_true", help="skip the GMM and band-energy baselines")
     add_cache_options(p)
+    add_feature_options(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,8 +67,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--repeats",
         type=int,
         default=1,
-        help="also retrain the wav and codec-aug DNNs with this many training seeds (same split) and "
-        "report mean ± sd (default 1: no repeats)",
+        help="training seeds (--seed, --seed+1, ...) of the wav, codec-aug and codec-aug-every DNNs, "
+        "reported as mean ± sd (default 1: the --seed only)",
+    )
+    codec.add_argument(
+        "--band",
+        type=_band_list,
+        default=None,
+        metavar="FRONT_END,FRONT_END...",
+        help="compare these front ends side by side in one report (presets or JSON/TOML files, e.g. "
+        "default,fullband); the feature flags apply to each; instead of --features",
+    )
+    codec.add_argument(
+        "--codec-weighting",
+        choices=CODEC_WEIGHTINGS,
+        default=CODEC_WEIGHTINGS[0],
+        help="how codec-aug draws each recording's bitrate, as 'beeaudio train --codec-weighting' "
+        "(default inverse: chance proportional to 1/kbps)",
     )
     codec.set_defaults(func=guarded("experiment codec", _codec))
 
@@ -80,6 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sweep.set_defaults(func=guarded("experiment sweep", _sweep))
 
+    _register_calibration(sub)
+    register_adapt(sub)
+
     def _usage(_args: argparse.Namespace) -> int:
         parser.print_help()
         return 2
@@ -87,10 +117,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_usage)
 
 
+def _band_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated presets or files, got {text!r}")
+    return values
+
+
+def _front_ends(args: argparse.Namespace) -> tuple:
+    """The front ends of --band (each with the feature flags applied), or the one of --features."""
+    if args.band is None:
+        return (front_end(spec=args.features, overrides=feature_overrides(args)),)
+    if args.features is not None:
+        raise FeatureSpecError("give --band (several front ends) or --features (one), not both")
+    return tuple(front_end(spec=spec, overrides=feature_overrides(args)) for spec in args.band)
+
+
 def _codec(args: argparse.Namespace) -> int:
     require_extra(extra="train", modules=EXPERIMENT_MODULES, command="experiment codec")
     from beeaudio.desktop.experiments.codec import CodecConfig, run_codec
 
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
     config = CodecConfig(
         bitrates=args.bitrates,
         seed=args.seed,
@@ -100,19 +148,17 @@ def _codec(args: argparse.Namespace) -> int:
         baselines=not args.no_baselines,
         random_split=not args.no_random_split,
         repeats=args.repeats,
+        bands=_front_ends(args),
+        training={"codec_weighting": args.codec_weighting},
     )
-    results = run_codec(
-        data=args.data, out=args.out, config=config, cache_dir=cache_dir(args), command=_reconstruct(args)
-    )
-    summary = results["summary"]
+    results = run_codec(data=args.data, out=args.out, config=config, cache_dir=cache_dir(args))
     print(f"codec experiment written to {args.out} ({results['timing']['total_seconds']:.0f} s)")
-    for train in ("wav", "codec-aug"):
-        s = summary.get(train)
-        if isinstance(s, dict):
-            drops = ", ".join(
-                f"{k}: {100 * -s[f'drop_mp3_{k}']:+.2f}" for k in config.bitrates if f"drop_mp3_{k}" in s
+    for a in results["ablation"]:
+        if a["test"] == "wav" or a["bitrate_kbps"] == min(config.bitrates):
+            print(
+                f"  {a['band']:<10} dnn trained on {a['train']:<16} {a['test'].upper():<7} "
+                f"{100 * a['mean']:.2f} ± {100 * a['sd']:.2f} % ({len(a['seeds'])} seeds)"
             )
-            print(f"  dnn trained on {train}: WAV {100 * s['wav']:.2f} %; MP3 minus WAV (points) {drops}")
     return 0
 
 
@@ -128,10 +174,9 @@ def _sweep(args: argparse.Namespace) -> int:
         quick=args.quick,
         baselines=not args.no_baselines,
         keep_runs=not args.no_keep_runs,
+        training={"feature_config": feature_config(args, representation="stats")},
     )
-    results = run_sweep(
-        data=args.data, out=args.out, config=config, cache_dir=cache_dir(args), command=_reconstruct(args)
-    )
+    results = run_sweep(data=args.data, out=args.out, config=config, cache_dir=cache_dir(args))
     print(f"sweep written to {args.out} ({results['timing']['total_seconds']:.0f} s)")
     for r in results["rows"]:
         kb = "export failed" if r.get("bundle_kb") is None else f"{r['bundle_kb']:.1f} KB"
@@ -140,17 +185,76 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconstruct(args: argparse.Namespace) -> list[str]:
-    """The command line that reproduces this run (from the parsed options, so it works from Python too)."""
-    argv = ["beeaudio", "experiment", args.experiment, "--data", str(args.data), "--out", str(args.out)]
-    if args.experiment == "codec":
-        argv += ["--bitrates", ",".join(map(str, args.bitrates))]
-        argv += ["--no-matched"] if args.no_matched else []
-        argv += ["--no-random-split"] if args.no_random_split else []
-        argv += ["--repeats", str(args.repeats)] if args.repeats > 1 else []
-    else:
-        argv += ["--layers", ",".join(map(str, args.layers)), "--units", ",".join(map(str, args.units))]
-    argv += ["--seed", str(args.seed), "--test-fraction", str(args.test_fraction)]
-    argv += ["--quick"] if args.quick else []
-    argv += ["--no-baselines"] if args.no_baselines else []
-    return argv
+# -- calibration ---------------------------------------------------------------------------------------------
+def _register_calibration(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibration",
+        help="per-hive calibration vs none, on hives with microphone families training never heard",
+        description="Grouped evaluation of per-hive cepstral mean normalisation: for each seed, hold out "
+        "every hive of --test-families microphone families (and, for contrast, as many hives of known "
+        "families), train the default DNN on plain and on calibrated features, and score both on the same "
+        "windows. Needs a manifest with a microphone column (`beeaudio synth --variation wide` writes one).",
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset folder (e.g. 'beeaudio synth --variation wide')"
+    )
+    p.add_argument("--out", type=Path, required=True, help="report folder (created)")
+    p.add_argument(
+        "--seeds",
+        type=positive_or_zero_int_list,
+        default=(0, 1, 2, 3, 4),
+        help="seeds: each draws its own splits and trains its own models (default 0,1,2,3,4)",
+    )
+    p.add_argument(
+        "--test-families", type=int, default=3, help="microphone families held out per seed (default 3)"
+    )
+    p.add_argument(
+        "--conditions",
+        type=_name_list,
+        default=("none", "cmn", "feature-mean"),
+        help="calibrations compared, among none, cmn, feature-mean (default all three)",
+    )
+    p.add_argument("--quick", action="store_true", help="short training, for tests and smoke runs")
+    p.add_argument("--no-novelty", action="store_true", help="skip fitting a novelty detector per model")
+    add_cache_options(p)
+    p.set_defaults(func=guarded("experiment calibration", _calibration))
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
+
+
+def positive_or_zero_int_list(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` → ``(0, 1, 2)``: seeds may be 0."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _calibration(args: argparse.Namespace) -> int:
+    require_extra(extra="train", modules=EXPERIMENT_MODULES, command="experiment calibration")
+    from beeaudio.desktop.experiments.calibration import CalibrationConfig, run_calibration
+
+    config = CalibrationConfig(
+        seeds=args.seeds,
+        test_families=args.test_families,
+        conditions=args.conditions,
+        quick=args.quick,
+        novelty=not args.no_novelty,
+    )
+    results = run_calibration(data=args.data, out=args.out, config=config, cache_dir=cache_dir(args))
+    print(f"calibration experiment written to {args.out} ({results['timing']['total_seconds']:.0f} s)")
+    for s in results["summary"]:
+        print(
+            f"  {s['split']:<19} {s['condition']:<5} balanced accuracy {100 * s['balanced_accuracy']:.2f} ± "
+            f"{100 * s['balanced_accuracy_sd']:.2f} %, normal called swarm {100 * s['false_alarm']:.2f} ± "
+            f"{100 * s['false_alarm_sd']:.2f} % ({len(s['seeds'])} seeds)"
+        )
+    return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from beeaudio.core.features import FeatureConfig
 from beeaudio.desktop.datasets import default_cache_dir
+from beeaudio.desktop.feature_presets import PRESETS, resolve
 
 
 def positive_int_list(text: str) -> tuple[int, ...]:
@@ -29,3 +31,48 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
 
 def cache_dir(args: argparse.Namespace) -> Path | None:
     return None if args.no_cache else (args.cache or default_cache_dir())
+
+
+# -- the feature configuration -------------------------------------------------------------------------------
+#: Flag, FeatureConfig field, type, metavar, what it is: the fields a user commonly changes.
+_FEATURE_FLAGS = (
+    ("--sample-rate", "sample_rate", int, "HZ", "rate every recording is resampled to before the features"),
+    ("--fmin", "fmin", float, "HZ", "lowest frequency of the mel bands"),
+    ("--fmax", "fmax", float, "HZ", "highest frequency of the mel bands (at most half the sample rate)"),
+    ("--n-mels", "n_mels", int, "N", "mel bands"),
+    ("--n-mfcc", "n_mfcc", int, "N", "cepstral coefficients kept (at most --n-mels)"),
+    ("--deltas", "deltas", int, "N", "0, 1 or 2: orders of delta features added"),
+    ("--window-seconds", "window_seconds", float, "SECONDS", "analysis window"),
+    ("--hop-seconds", "hop_seconds", float, "SECONDS", "hop between windows"),
+)
+
+
+def add_feature_options(parser: argparse.ArgumentParser) -> None:
+    """``--features FILE|PRESET`` and the common FeatureConfig fields as flags (which override it)."""
+    group = parser.add_argument_group(
+        "feature configuration",
+        "What the model hears; recorded in the run, the report and the bundle. The flags override the "
+        "preset or file.",
+    )
+    group.add_argument(
+        "--features",
+        metavar="FILE|PRESET",
+        default=None,
+        help=f"a JSON or TOML FeatureConfig (e.g. a run's feature_config.json), or a preset: "
+        f"{', '.join(PRESETS)} (default: default, 100-1000 Hz at 8 kHz)",
+    )
+    for flag, _field, kind, metavar, text in _FEATURE_FLAGS:
+        group.add_argument(
+            flag, type=kind, default=None, metavar=metavar, help=f"{text} (default: the preset's)"
+        )
+
+
+def feature_overrides(args: argparse.Namespace) -> dict[str, float | int]:
+    """The feature fields given as flags (unset flags are left out)."""
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field, *_ in _FEATURE_FLAGS}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def feature_config(args: argparse.Namespace, *, representation: str) -> FeatureConfig:
+    """The FeatureConfig of ``--features`` and the flags; FeatureSpecError (exit 2) if it is invalid."""
+    return resolve(spec=args.features, overrides=feature_overrides(args), representation=representation)

@@ -15,8 +15,15 @@ from typing import Any
 
 from beeaudio.core.bundle import QUANTIZATIONS
 from beeaudio.core.console import guarded, pct, print_json, progress_enabled, require_extra
-from beeaudio.desktop.commands.options import add_cache_options, cache_dir, positive_int_list
+from beeaudio.desktop.commands.options import (
+    add_cache_options,
+    add_feature_options,
+    cache_dir,
+    feature_config,
+    positive_int_list,
+)
 from beeaudio.desktop.training import quiet_tensorflow
+from beeaudio.desktop.training.train import CODEC_BITRATES, CODEC_WEIGHTINGS
 
 #: What training and export import (the ``train`` extra), looked for before any audio is decoded.
 TRAIN_MODULES = ("tensorflow", "keras", "matplotlib")
@@ -61,6 +68,14 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated classes (default normal,swarm)",
     )
     p.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the WAVs (default 16000)")
+    p.add_argument(
+        "--variation",
+        choices=("default", "wide"),
+        default="default",
+        help="default: the benchmark's hives and microphones; wide: microphone families with distinct "
+        "responses (recorded in manifest.csv's microphone column), hive bodies, wider colonies, recorders "
+        "set with headroom (see data/README.md)",
+    )
     p.set_defaults(func=guarded("synth", _synth))
 
 
@@ -74,6 +89,7 @@ def _synth(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate,
         classes=tuple(args.classes),
         seed=args.seed,
+        variation=args.variation,
     )
     manifest = generate_dataset(out=args.out, config=config, progress=progress_enabled(args))
     n = config.hives * config.recordings_per_class * len(config.classes)
@@ -98,8 +114,21 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", type=Path, required=True, help="dataset folder (manifest.csv, class folders, OSBH names)"
     )
-    p.add_argument("--model", choices=("dnn", "cnn"), default="dnn", help="model family (default dnn)")
+    p.add_argument(
+        "--model",
+        choices=("dnn", "cnn"),
+        default=None,
+        help="model family (default dnn; with --init-from, the base's)",
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="RUN_OR_BUNDLE",
+        help="fine-tune this model (a run folder, or a float32 dnn .beemodel) on --data instead of training "
+        "a new one: its features, architecture and labels are kept; lower learning rate, fewer epochs",
+    )
     p.add_argument(
         "--layers", type=int, default=None, help="hidden layers (dnn, default 3) or conv blocks (cnn, 2)"
     )
@@ -107,33 +136,66 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "--units", type=int, default=None, help="units per layer (dnn, default 128) or filters (cnn, 32)"
     )
     p.add_argument("--dropout", type=float, default=0.2, help="dropout rate (default 0.2)")
-    p.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60; early stopping)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="maximum epochs (default 60, 30 with --init-from; early stopping)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="batch size (default 64, 16 with --init-from)"
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early-stopping patience in epochs (default 8, 10 with --init-from)",
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="Adam learning rate (default 0.001, 0.0005 with --init-from)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
     p.add_argument(
         "--test-fraction", type=float, default=0.25, help="share of hives held out for test (0.25)"
     )
     p.add_argument(
-        "--validation-fraction", type=float, default=0.2, help="share of train hives for early stopping"
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="share of train hives for early stopping (default 0.2; 0 with --init-from: the few labels all "
+        "train, and a validation hive of them stops too early)",
     )
-    p.add_argument(
-        "--window-seconds", type=float, default=None, help="analysis window in seconds (default 2)"
-    )
-    p.add_argument(
-        "--hop-seconds", type=float, default=None, help="hop between windows in seconds (default 1)"
-    )
+    add_feature_options(p)
     p.add_argument(
         "--codec-augment",
         action="store_true",
-        help="also train on MP3 re-encodings of the training recordings",
+        help="also train on one MP3 re-encoding of every training recording (multi-condition training; "
+        "the test hives stay clean)",
     )
     p.add_argument(
         "--codec-bitrates",
         type=positive_int_list,
-        default=(16, 24, 32, 48, 64),
-        help="MP3 kbps for --codec-augment",
+        default=CODEC_BITRATES,
+        help="MP3 kbps for --codec-augment, one drawn per recording "
+        f"(default {','.join(map(str, CODEC_BITRATES))})",
+    )
+    p.add_argument(
+        "--codec-weighting",
+        choices=CODEC_WEIGHTINGS,
+        default=CODEC_WEIGHTINGS[0],
+        help="how --codec-augment draws the bitrate: inverse (chance proportional to 1/kbps, so the low "
+        "bitrates that change the features most are drawn most; the default) or uniform",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=("none", "cmn", "feature-mean"),
+        default="none",
+        help="none (default): plain features; cmn: the cepstral means relative to each hive's baseline "
+        "learnt from its normal recordings (per-hive cepstral mean normalisation); feature-mean: every "
+        "feature relative to it. Devices then need `beeaudio device calibrate` before their readings count",
     )
     add_cache_options(p)
     p.add_argument("--json", action="store_true", help="print metrics.json instead of the summary")
@@ -143,32 +205,28 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     require_extra(extra="train", modules=TRAIN_MODULES, command="train")
     quiet_tensorflow()
-    from beeaudio.core.features import FeatureConfig
     from beeaudio.desktop.training.train import REPRESENTATION, TrainConfig, train_run
 
-    overrides = {
-        k: v
-        for k, v in (("window_seconds", args.window_seconds), ("hop_seconds", args.hop_seconds))
-        if v is not None
-    }
-    feature_config = (
-        FeatureConfig(representation=REPRESENTATION[args.model], **overrides) if overrides else None
-    )
+    settings = {"model": args.model or "dnn", "layers": args.layers, "units": args.units}
+    tuning = ("epochs", "patience", "learning_rate", "batch_size", "validation_fraction")
+    settings.update({k: getattr(args, k) for k in tuning})
+    if args.init_from is not None:
+        settings.update(_fine_tune_settings(args))
+    else:
+        settings["feature_config"] = feature_config(args, representation=REPRESENTATION[settings["model"]])
+    defaults = {"epochs": 60, "patience": 8, "learning_rate": 1e-3}
+    defaults.update({"batch_size": 64, "validation_fraction": 0.2})
+    settings.update({k: v for k, v in defaults.items() if settings.get(k) is None})
     config = TrainConfig(
-        model=args.model,
-        layers=args.layers,
-        units=args.units,
+        **settings,
         dropout=args.dropout,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        learning_rate=args.learning_rate,
         seed=args.seed,
         test_fraction=args.test_fraction,
-        validation_fraction=args.validation_fraction,
-        feature_config=feature_config,
+        init_from=None if args.init_from is None else str(args.init_from),
         codec_augment=args.codec_augment,
         codec_bitrates=args.codec_bitrates,
+        codec_weighting=args.codec_weighting,
+        calibration=args.calibration,
         verbose=0 if args.quiet or args.json else (1 if sys.stdout.isatty() else 2),
         progress=progress_enabled(args),
     )
@@ -190,9 +248,46 @@ def _train(args: argparse.Namespace) -> int:
         f"(cache hits {timing['cache_hits']}), training {timing['train_seconds']:.1f} s "
         f"({m['training']['epochs_run']} epochs, best {m['training']['best_epoch']})"
     )
-    print(f"test accuracy (held-out hives, {m['windows']} windows): {pct(m['accuracy'])}")
+    if m.get("init_from"):
+        print(f"fine-tuned from {m['init_from']['path']} ({m['init_from']['kind']})")
+    for warning in m.get("warnings") or ():
+        print(f"warning: {warning}")
+    grouped = m.get("split", "").endswith("(hive-grouped)")
+    where = "held-out hives" if grouped else "same hive, other recordings"
+    print(f"test accuracy ({where}, {m['windows']} windows): {pct(m['accuracy'])}")
     _print_per_class(m)
     return 0
+
+
+def _fine_tune_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig values of a fine-tuning: the base's architecture and features (an explicit option that
+    contradicts them is refused), and the fine-tuning defaults where no option was given."""
+    from beeaudio.desktop.commands.options import feature_overrides
+    from beeaudio.desktop.finetune import (
+        FINE_TUNE_DEFAULTS,
+        BaseError,
+        base_architecture,
+        base_feature_config,
+        feature_difference,
+    )
+
+    kind, layers, units = base_architecture(source=args.init_from)
+    for option, given, base in (("--model", args.model, kind), ("--layers", args.layers, layers),
+                                ("--units", args.units, units)):  # fmt: skip
+        if given is not None and base is not None and given != base:
+            raise BaseError(f"{option} {given}: the base {args.init_from} has {base}; fine-tuning keeps it")
+    features = base_feature_config(source=args.init_from)
+    if args.features is not None or feature_overrides(args):
+        asked = feature_config(args, representation=features.representation)
+        if asked != features:
+            raise BaseError(
+                f"the feature options differ from {args.init_from}'s features:"
+                f" {feature_difference(asked=asked, base=features)}; fine-tuning keeps the base's features"
+                " (leave those options out)"
+            )
+    settings: dict[str, Any] = {"model": kind, "layers": layers, "units": units, "feature_config": features}
+    settings.update({k: v for k, v in FINE_TUNE_DEFAULTS.items() if getattr(args, k) is None})
+    return settings
 
 
 def _print_per_class(m: dict[str, Any]) -> None:

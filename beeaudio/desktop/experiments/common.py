@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from beeaudio.core.features import FeatureConfig
+from beeaudio.core.fsio import write_json
 from beeaudio.desktop import training
+from beeaudio.desktop.feature_presets import FrontEnd, preset_name
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +224,34 @@ def accuracy(*, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, floa
         "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
         "windows": int(y_true.size),
     }
+
+
+#: TrainConfig overrides the experiment commands express as options (the rest are named in the report).
+_EXPRESSED_OVERRIDES = ("feature_config", "codec_weighting")
+
+
+def feature_argument(*, front_end: FrontEnd, out: Path) -> str:
+    """What to pass to ``--features`` / ``--band`` to get ``front_end`` back: its preset's name when it is
+    that preset unchanged, else a JSON file written to ``out/features/<name>.json`` (so the name, which
+    labels the report's rows, comes back too)."""
+    if preset_name(config=front_end.config) == front_end.name:
+        return front_end.name
+    path = Path(out) / "features" / f"{front_end.name}.json"
+    write_json(path, front_end.config.to_dict())
+    return str(path)
+
+
+def front_end_of(*, training: dict[str, Any]) -> FrontEnd:
+    """The front end of a training-overrides dict: its ``feature_config`` (a FeatureConfig or its dict),
+    named after the preset it equals (else ``custom``), or the ``default`` preset."""
+    given = training.get("feature_config")
+    if given is None:
+        return FrontEnd(name="default", config=FeatureConfig())
+    config = given if isinstance(given, FeatureConfig) else FeatureConfig.from_dict(dict(given))
+    return FrontEnd(name=preset_name(config=config) or "custom", config=config)
+
+
+def unexpressed_overrides(*, training: dict[str, Any]) -> dict[str, Any]:
+    """Training overrides given from Python that no experiment option expresses (the report lists them
+    next to the command, which would otherwise not reproduce the run)."""
+    return {k: v for k, v in training.items() if k not in _EXPRESSED_OVERRIDES}

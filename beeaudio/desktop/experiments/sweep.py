@@ -65,6 +65,19 @@ def cell_config(*, config: SweepConfig, layers: int, units: int) -> Any:  # -> T
     return TrainConfig(**overrides)
 
 
+def command_line(*, data: Path, out: Path, config: SweepConfig) -> list[str]:
+    """The ``beeaudio experiment sweep`` command that reproduces ``config`` (written into the report
+    whether the sweep was started from the CLI or from Python)."""
+    features = common.feature_argument(front_end=common.front_end_of(training=config.training), out=out)
+    argv = ["beeaudio", "experiment", "sweep", "--data", str(data), "--out", str(out), "--features", features]
+    argv += ["--layers", ",".join(map(str, config.layers)), "--units", ",".join(map(str, config.units))]
+    argv += ["--seed", str(config.seed), "--test-fraction", str(config.test_fraction)]
+    argv += ["--quick"] if config.quick else []
+    argv += ["--no-baselines"] if not config.baselines else []
+    argv += ["--no-keep-runs"] if not config.keep_runs else []
+    return argv
+
+
 def _measure_bundle(
     *, bundle: Path, features: np.ndarray, labels: np.ndarray, windows: int = TIMED_WINDOWS
 ) -> dict[str, Any]:
@@ -118,7 +131,11 @@ def run_sweep(
     command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train, export and time every cell of the grid; write ``report.md``, ``results.json`` and the plots
-    into ``out`` (cell run folders and bundles under ``out/cells``); return the results dictionary."""
+    into ``out`` (cell run folders and bundles under ``out/cells``); return the results dictionary.
+
+    ``command`` overrides the reproducing command line the report prints (by default built from
+    ``config`` by :func:`command_line`)."""
+    from beeaudio.desktop import datasets
     from beeaudio.desktop.training.export import ExportError, export_bundle
     from beeaudio.desktop.training.train import train_run
 
@@ -126,11 +143,14 @@ def run_sweep(
     started = time.perf_counter()
     out = Path(out)
     cells_dir = out / "cells"
+    reference_tc = cell_config(config=config, layers=config.layers[0], units=config.units[0])
+    # Refused before any folder is made or any audio decoded when the data cannot feed the front end.
+    datasets.check_band(recordings=datasets.discover(root=Path(data)), config=reference_tc.features)
     cells_dir.mkdir(parents=True, exist_ok=True)
+    argv = list(command) if command is not None else command_line(data=Path(data), out=out, config=config)
     common.seed_everything(seed=config.seed)
     rows: list[dict[str, Any]] = []
     data_summary: dict[str, Any] | None = None
-    reference_tc = cell_config(config=config, layers=config.layers[0], units=config.units[0])
     for layers in config.layers:
         for units in config.units:
             tc = cell_config(config=config, layers=layers, units=units)
@@ -198,7 +218,10 @@ def run_sweep(
 
     results: dict[str, Any] = {
         "experiment": "sweep",
-        "provenance": common.provenance(command=command),
+        "provenance": {
+            **common.provenance(command=argv),
+            "library_overrides": common.unexpressed_overrides(training=config.training),
+        },
         "config": {**asdict(config), "layers": list(config.layers), "units": list(config.units)},
         "train_config": {k: v for k, v in reference_tc.to_dict().items() if k not in ("layers", "units")},
         "feature_config": reference_tc.features.to_dict(),

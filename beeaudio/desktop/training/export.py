@@ -11,6 +11,16 @@ label on at least :data:`MIN_AGREEMENT` of them, and an int8 model must lose at 
 :data:`MAX_INT8_ACCURACY_DROP` accuracy against the float32 conversion. Otherwise :class:`ExportError`
 says which check failed and by how much. The figures go into the manifest's ``training`` dict and into
 the run's ``metrics.json`` (under ``export``).
+
+The run's novelty detector (fitted at training, :mod:`beeaudio.desktop.training.novelty_fit`) goes into the
+bundle, with the share of the run's held-out *test*-hive windows it flags recorded in the manifest's
+``novelty`` section. A run made before runs kept a detector is exported without one, with a warning.
+
+A run trained with ``calibration="cmn"`` or ``"feature-mean"`` (features relative to each hive's
+baseline) is exported with the manifest's ``normalization`` section and format version 2
+(:data:`beeaudio.core.bundle.NORMALIZED_FORMAT_VERSION`): its held-out windows, self-test and int8
+calibration windows are already relative features, and a device must have the hive's baseline
+(``beeaudio device calibrate``) before its readings count.
 """
 
 from __future__ import annotations
@@ -26,19 +36,22 @@ from typing import Any
 
 import numpy as np
 
+from beeaudio.core.baseline import MIN_WINDOWS, NormalizationSpec
 from beeaudio.core.bundle import (
     BUNDLE_FORMAT_VERSION,
+    NORMALIZED_FORMAT_VERSION,
     QUANTIZATIONS,
     BundleError,
     BundleManifest,
     SelfTest,
-    default_selftest_atol,
 )
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.features import FeatureConfig
 from beeaudio.core.fsio import write_json
 from beeaudio.core.inference import ModelRunner
-from beeaudio.desktop.bundle_writer import write_bundle
+from beeaudio.core.novelty import NoveltyDetector
+from beeaudio.desktop.bundle_writer import selftest_tolerance_for_model, write_bundle
+from beeaudio.desktop.training import novelty_fit
 from beeaudio.desktop.training import train as training
 
 log = logging.getLogger(__name__)
@@ -229,19 +242,25 @@ def export_bundle(
     checks["heldout_windows"] = len(labels_true)
     checks["keras_accuracy"] = float(np.mean(keras_pred == labels_true))
 
+    detector, novelty_info = _novelty(run=run, config=feature_config, n_labels=len(label_names), held=held)
+    checks["novelty_threshold"] = detector.threshold if detector is not None else None
+    checks["novelty_heldout_flagged"] = novelty_info.get("heldout_flagged")
+
     pick = _selftest_indices(labels_true, SELFTEST_WINDOWS)
-    out_quant = ModelRunner(model_bytes=model_bytes, runtime=runtime).output.quant
-    # Kernels differ between runtimes (XNNPACK vs tflite-runtime 2.14's reference int8 kernels moved an
-    # output by 2 quantisation steps on the benchmark model): use the bundle's cross-runtime tolerance.
-    atol = default_selftest_atol(quantization=quantize, output_quant=out_quant)
+    # Kernels differ between runtimes (XNNPACK and the builtin kernels of LiteRT and tflite-runtime 2.14
+    # round the logits one step apart): the tolerance comes from the model's logit and output quantisation
+    # and from what the two kernel families give for the held-out windows (the manifest records both).
+    tolerance = selftest_tolerance_for_model(model_bytes=model_bytes, runtime=runtime, features=features)
+    atol = tolerance.atol
     selftest = SelfTest(features=features[pick], expected=probs[pick], atol=atol)
 
     from beeaudio.core.fsio import sha256_hex
 
     digest = sha256_hex(model_bytes)
     train_config = parts["train_config"]
+    normalization = _normalization(train_config=train_config, metrics=metrics)
     manifest = BundleManifest(
-        format_version=BUNDLE_FORMAT_VERSION,
+        format_version=BUNDLE_FORMAT_VERSION if normalization is None else NORMALIZED_FORMAT_VERSION,
         model_name=model_name or f"hive-{train_config.get('model', 'model')}",
         model_version=model_version or f"{datetime.now(UTC):%Y%m%d}-{digest[:8]}",
         labels=label_names,
@@ -268,9 +287,18 @@ def export_bundle(
             "export_checks": {k: v for k, v in checks.items() if k != "per_class"},
         },
         created_at="",
+        normalization=normalization,
+        selftest=tolerance,
     )
     try:
-        path = write_bundle(path=out, manifest=manifest, model_bytes=model_bytes, selftest=selftest)
+        path = write_bundle(
+            path=out,
+            manifest=manifest,
+            model_bytes=model_bytes,
+            selftest=selftest,
+            novelty=detector,
+            novelty_info=novelty_info,
+        )
     except BundleError as exc:
         raise ExportError(f"the bundle failed its own verification, not written: {exc}") from exc
 
@@ -291,6 +319,60 @@ def export_bundle(
         100 * checks["agreement"],
     )  # fmt: skip
     return path
+
+
+def _normalization(*, train_config: dict[str, Any], metrics: dict[str, Any]) -> NormalizationSpec | None:
+    """The manifest's ``normalization`` section for a run trained on features relative to hive baselines."""
+    calibration = train_config.get("calibration", "none")
+    if calibration in (None, "none"):
+        return None
+    from beeaudio.desktop.calibration import kind_of
+
+    try:
+        kind = kind_of(calibration)
+    except ValueError as exc:
+        raise ExportError(f"the run was trained with calibration {calibration!r}: {exc}") from exc
+    info = metrics.get("calibration", {})
+    test_windows = [int(w) for w in info.get("test_baseline_windows", {}).values()]
+    return NormalizationSpec(
+        kind=kind,
+        calibration_label=str(train_config.get("calibration_label", "normal")),
+        min_windows=MIN_WINDOWS,
+        info={
+            "train_hives": len(info.get("train_hives", [])),
+            "test_calibration": "the first normal recording of each test hive, left out of the scores",
+            "test_baseline_windows": min(test_windows) if test_windows else None,
+        },
+    )
+
+
+def _novelty(
+    *, run: Path, config: FeatureConfig, n_labels: int, held: dict[str, np.ndarray]
+) -> tuple[NoveltyDetector | None, dict[str, Any]]:
+    """The run's novelty detector and what the manifest says about it, with the share of the held-out
+    test-hive windows it flags; (None, {}) for a run made before runs kept one."""
+    try:
+        loaded = novelty_fit.load_fit(run=run, config=config, n_classes=n_labels)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ExportError(f"{run}: the run's novelty detector is unreadable: {exc}") from exc
+    if loaded is None:
+        log.warning(
+            "%s has no novelty detector (trained before beeaudio fitted one): the bundle gets none, so "
+            "devices will not flag unfamiliar audio; retrain the run to add it",
+            run,
+        )
+        return None, {}
+    detector, info = loaded
+    features = held["features"].astype(np.float32)
+    flagged = novelty_fit.flagged_share(detector=detector, features=features)
+    hives = sorted({str(h) for h in held["hives"].tolist()}) if "hives" in held else []
+    log.info(
+        "novelty detector: threshold %.3g, flags %.2f %% of %d held-out test-hive windows",
+        detector.threshold, 100 * flagged, len(features),
+    )  # fmt: skip
+    section = {k: v for k, v in info.items() if k in ("fitted_on", "threshold_rule")}
+    section.update({"heldout_flagged": flagged, "heldout_windows": len(features), "heldout_hives": hives})
+    return detector, section
 
 
 def _check_input_grid(*, model: Any, model_bytes: bytes, runtime: str | None) -> None:

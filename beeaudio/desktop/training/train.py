@@ -8,7 +8,9 @@ held-out hives and writes the run folder:
 
 ``model.keras``, ``train_config.json``, ``feature_config.json``, ``split.json``, ``heldout.npz`` (the test
 windows, for the exporter's checks), ``representative.npz`` (training windows for int8 calibration),
-``metrics.json`` and the plots ``confusion.png`` and ``training_curves.png``.
+``novelty.npz`` and ``novelty.json`` (the novelty detector fitted on the training windows, its threshold
+chosen on held-out training hives: :mod:`beeaudio.desktop.training.novelty_fit`), ``metrics.json`` and
+the plots ``confusion.png`` and ``training_curves.png``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from beeaudio.core.features import FeatureConfig
 from beeaudio.core.fsio import write_json
+from beeaudio.desktop.training import novelty_fit
 from beeaudio.desktop.training.evaluate import compute_metrics
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,11 @@ REPRESENTATIVE_WINDOWS = 1000
 Transform = Callable[[np.ndarray, int], np.ndarray]
 
 MODEL_KINDS = ("dnn", "cnn")
+#: MP3 bitrates (kbps) codec augmentation draws from by default.
+CODEC_BITRATES = (16, 24, 32, 48, 64)
+#: How codec augmentation draws a recording's bitrate: "inverse" (chance proportional to 1/kbps, the
+#: default) or "uniform". See :func:`codec_bitrate`.
+CODEC_WEIGHTINGS = ("inverse", "uniform")
 #: The representation of :class:`beeaudio.core.features.FeatureConfig` each family takes.
 REPRESENTATION = {"dnn": "stats", "cnn": "frames"}
 _DEFAULT_SIZE = {"dnn": (3, 128), "cnn": (2, 32)}
@@ -60,10 +68,18 @@ class TrainConfig:
     cnn 2 conv blocks × 32 filters. ``feature_config`` defaults to :class:`FeatureConfig` with the
     representation the model takes ("stats" for dnn, "frames" for cnn). ``validation_fraction`` of the
     train hives (grouped by hive) decides early stopping. ``codec_augment`` adds a copy of every training
-    recording re-encoded as MP3 at one of ``codec_bitrates`` (multi-condition training; test stays clean).
+    recording re-encoded as MP3 at one of ``codec_bitrates``, drawn per recording as ``codec_weighting``
+    says (:func:`codec_bitrate`; multi-condition training, test stays clean). A copy carries its
+    recording's hive, so copies of validation hives are validation windows, never fitting windows.
     ``quantize_input`` trains on features rounded to the int8 model's input grid
     (:class:`beeaudio.desktop.training.models.InputQuantization`), so the int8 export agrees with the
-    Keras model.
+    Keras model. ``calibration="cmn"`` trains on features relative to each hive's baseline (per-hive
+    cepstral mean normalisation, :mod:`beeaudio.desktop.calibration`): every hive's baseline from its
+    ``calibration_label`` windows, a test hive's from its first such recording, left out of the scores;
+    the bundle then needs each device's baseline (``beeaudio device calibrate``). ``init_from`` (a run
+    folder or a float32 dnn bundle) fine-tunes that model instead of training a new one
+    (:mod:`beeaudio.desktop.finetune`): its feature config, architecture and labels must be these, and with
+    one hive the check is on other recordings of that hive, with a warning (``metrics["warnings"]``).
     """
 
     model: str = "dnn"
@@ -79,8 +95,12 @@ class TrainConfig:
     validation_fraction: float = 0.2
     feature_config: FeatureConfig | None = None
     codec_augment: bool = False
-    codec_bitrates: tuple[int, ...] = (16, 24, 32, 48, 64)
+    codec_bitrates: tuple[int, ...] = CODEC_BITRATES
+    codec_weighting: str = CODEC_WEIGHTINGS[0]
     quantize_input: bool = True
+    calibration: str = "none"
+    calibration_label: str = "normal"
+    init_from: str | None = None
     verbose: int = 1
     progress: bool = True
 
@@ -100,6 +120,12 @@ class TrainConfig:
                 f"the feature config has {self.feature_config.representation!r}"
             )
         self.codec_bitrates = tuple(int(b) for b in self.codec_bitrates)
+        if any(b <= 0 for b in self.codec_bitrates):
+            raise ValueError(f"codec_bitrates must be positive kbps values, got {self.codec_bitrates}")
+        if self.codec_weighting not in CODEC_WEIGHTINGS:
+            raise ValueError(
+                f"codec_weighting must be one of {', '.join(CODEC_WEIGHTINGS)}, got {self.codec_weighting!r}"
+            )
         if not 0.0 < self.test_fraction < 1.0 or not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError("test_fraction must be in (0, 1) and validation_fraction in [0, 1)")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -108,6 +134,14 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.codec_augment and not self.codec_bitrates:
             raise ValueError("codec_augment needs at least one bitrate")
+        from beeaudio.desktop.calibration import CALIBRATIONS
+
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
+            )
+        if self.init_from is not None and self.calibration != "none":
+            raise ValueError("fine-tuning (init_from) with calibration is not supported yet")
 
     @property
     def features(self) -> FeatureConfig:
@@ -145,18 +179,50 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def codec_transform(*, bitrates: Sequence[int], seed: int) -> tuple[Transform, str]:
-    """An MP3 round trip at a bitrate picked per recording (deterministic from its audio and ``seed``, so
-    the feature cache stays valid) and the cache key that names it."""
+def codec_bitrate(
+    *, audio: np.ndarray, bitrates: Sequence[int], seed: int, weighting: str = CODEC_WEIGHTINGS[0]
+) -> int:
+    """The bitrate codec augmentation encodes this recording at: drawn from ``bitrates`` by a hash of the
+    audio's first samples and ``seed`` (deterministic, so the feature cache stays valid).
+
+    ``"inverse"`` draws a bitrate with chance proportional to 1/kbps (16, 32, 64: 57, 29, 14 %), because
+    the low bitrates are the ones that change the features: the encoder low-passes at ~5.5 kHz at 16-24
+    kbps (16 kHz audio) against ~7 kHz from 32 kbps, and the high bitrates are close to the clean copy
+    every recording already has. With a uniform draw over 16/32/64 only a third of the recordings get a
+    16 kbps copy, and a full-band model trained so recovers less at 16 kbps than with the inverse draw
+    (measured in ``docs/results.md``, "Codec augmentation at the low end").
+    """
+    rates = tuple(int(b) for b in bitrates)
+    if not rates:
+        raise ValueError("codec augmentation needs at least one bitrate")
+    digest = zlib.crc32(np.asarray(audio[:8192], dtype=np.float32).tobytes(), seed)
+    if weighting == "uniform":
+        return rates[digest % len(rates)]
+    if weighting != "inverse":
+        raise ValueError(
+            f"unknown codec weighting {weighting!r}; choose one of {', '.join(CODEC_WEIGHTINGS)}"
+        )
+    weights = 1.0 / np.asarray(rates, dtype=np.float64)
+    edges = np.cumsum(weights / weights.sum())
+    return rates[min(int(np.searchsorted(edges, digest / 2**32, side="right")), len(rates) - 1)]
+
+
+def codec_transform(
+    *, bitrates: Sequence[int], seed: int, weighting: str = CODEC_WEIGHTINGS[0]
+) -> tuple[Transform, str]:
+    """An MP3 round trip at the bitrate :func:`codec_bitrate` gives each recording, and the cache key that
+    names it (the uniform draw keeps the key it had before weighting existed, so old caches stay valid)."""
     from beeaudio.desktop.codec import mp3_roundtrip
 
     rates = tuple(int(b) for b in bitrates)
+    codec_bitrate(audio=np.zeros(1, dtype=np.float32), bitrates=rates, seed=seed, weighting=weighting)
 
     def transform(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        digest = zlib.crc32(np.asarray(audio[:8192], dtype=np.float32).tobytes(), seed)
-        return mp3_roundtrip(audio=audio, sample_rate=sample_rate, bitrate_kbps=rates[digest % len(rates)])
+        kbps = codec_bitrate(audio=audio, bitrates=rates, seed=seed, weighting=weighting)
+        return mp3_roundtrip(audio=audio, sample_rate=sample_rate, bitrate_kbps=kbps)
 
-    return transform, f"mp3-{'-'.join(map(str, rates))}-seed{seed}"
+    draw = "" if weighting == "uniform" else f"-{weighting}"
+    return transform, f"mp3-{'-'.join(map(str, rates))}{draw}-seed{seed}"
 
 
 def representative_windows(features: np.ndarray, *, seed: int) -> np.ndarray:
@@ -318,19 +384,37 @@ def train_run(
         raise ValueError(
             f"{data}: no recordings found (expected manifest.csv, class folders or known file names)"
         )
+    base = None
+    if config.init_from is not None:
+        # Fine-tuning (beeaudio.desktop.finetune): the base's features, architecture and label order.
+        from beeaudio.desktop import finetune
+
+        base = finetune.load_base(source=Path(config.init_from))
+        finetune.check_compatible(base=base, config=config, labels=sorted({r.label for r in recordings}))
+        log.info("fine-tuning from %s", finetune.describe(base))
     windows = datasets.build_windows(
-        recordings=recordings, config=feature_config, cache_dir=cache_dir, progress=config.progress
+        recordings=recordings,
+        config=feature_config,
+        cache_dir=cache_dir,
+        label_names=base.label_names if base is not None else None,
+        progress=config.progress,
     )
     label_names = tuple(windows.label_names)
     if len(label_names) < 2:
         raise ValueError(f"{data}: need at least two labels to train, found {list(label_names)}")
-    train_idx, test_idx = datasets.grouped_split(
-        windows=windows, test_fraction=config.test_fraction, seed=config.seed
-    )
+    split_name, split_warnings = "test (hive-grouped)", []
+    if base is not None:
+        train_idx, test_idx, split_name, split_warnings = finetune.split_windows(
+            windows=windows, test_fraction=config.test_fraction, seed=config.seed
+        )
+    else:
+        train_idx, test_idx = datasets.grouped_split(
+            windows=windows, test_fraction=config.test_fraction, seed=config.seed
+        )
     train_set, test_set = windows.subset(train_idx), windows.subset(test_idx)
     train_hives = sorted({str(h) for h in train_set.hives.tolist()})
     test_hives = sorted({str(h) for h in test_set.hives.tolist()})
-    if set(train_hives) & set(test_hives):
+    if set(train_hives) & set(test_hives) and not split_warnings:
         raise RuntimeError(f"grouped split shares hives {sorted(set(train_hives) & set(test_hives))}")
     log.info(
         "%d windows from %d recordings: train %d windows (%d hives), test %d windows (%d hives)",
@@ -338,6 +422,11 @@ def train_run(
         len(test_set.labels), len(test_hives),
     )  # fmt: skip
 
+    calibrated = None
+    if config.calibration != "none":
+        train_set, test_set, calibrated = _calibrate(train=train_set, test=test_set, config=config)
+        train_hives = sorted({str(h) for h in train_set.hives.tolist()})
+        test_hives = sorted({str(h) for h in test_set.hives.tolist()})
     x_train, y_train, h_train = train_set.features, train_set.labels, np.asarray(train_set.hives).astype(str)
     load_seconds, compute_seconds, cache_hits = (
         windows.load_seconds,
@@ -346,7 +435,9 @@ def train_run(
     )
     augmented = 0
     if config.codec_augment and transform is None:
-        transform, transform_key = codec_transform(bitrates=config.codec_bitrates, seed=config.seed)
+        transform, transform_key = codec_transform(
+            bitrates=config.codec_bitrates, seed=config.seed, weighting=config.codec_weighting
+        )
     if transform is not None:
         train_recordings = [r for r in recordings if r.hive in set(train_hives)]
         extra = datasets.build_windows(
@@ -358,6 +449,9 @@ def train_run(
             transform_key=transform_key or "transform",
             progress=config.progress,
         )
+        if calibrated is not None:
+            # The copy is what a device with that codec records: its baseline comes from its own windows.
+            extra, _, _ = _calibrate(train=extra, test=None, config=config)
         augmented = len(extra.labels)
         x_train = np.concatenate([x_train, extra.features])
         y_train = np.concatenate([y_train, extra.labels])
@@ -366,9 +460,24 @@ def train_run(
         compute_seconds += extra.compute_seconds
         cache_hits += extra.cache_hits
 
-    fit = fit_model(
-        features=x_train, labels=y_train, hives=h_train, n_classes=len(label_names), config=config
+    if base is not None:
+        fit = finetune.fine_tune(base=base, features=x_train, labels=y_train, hives=h_train, config=config)
+        x_novelty, y_novelty, h_novelty = finetune.detector_windows(
+            base=base, features=x_train, labels=y_train, hives=h_train, seed=config.seed
+        )
+    else:
+        fit = fit_model(
+            features=x_train, labels=y_train, hives=h_train, n_classes=len(label_names), config=config
+        )
+        x_novelty, y_novelty, h_novelty = x_train, y_train, h_train
+    novelty = novelty_fit.fit_detector(
+        features=x_novelty,
+        labels=y_novelty,
+        hives=h_novelty,
+        config=feature_config,
+        n_classes=len(label_names),
     )
+    test_flagged = novelty_fit.flagged_share(detector=novelty.detector, features=test_set.features)
     probabilities = fit.model.predict(test_set.features, verbose=0)
     train_probabilities = fit.model.predict(train_set.features, verbose=0)
     metrics = compute_metrics(
@@ -381,7 +490,9 @@ def train_run(
     )
     metrics.update(
         {
-            "split": "test (hive-grouped)",
+            "split": split_name,
+            "warnings": split_warnings,
+            "init_from": base.summary if base is not None else None,
             "model": config.model,
             "model_summary": f"{fit.model.name}: {fit.model.count_params()} parameters",
             "params": int(fit.model.count_params()),
@@ -392,6 +503,8 @@ def train_run(
             "dataset": {
                 "path": str(data),
                 "synthetic": is_synthetic(data),
+                # In the dataset summary, so that the bundle's training summary names the base too.
+                "fine_tuned_from": base.summary if base is not None else None,
                 "recordings": len(recordings),
                 "hives": len(set(train_hives) | set(test_hives)),
                 "windows": len(windows.labels),
@@ -402,6 +515,12 @@ def train_run(
                     name: int(np.sum(windows.labels == i)) for i, name in enumerate(label_names)
                 },
                 "window_seconds": feature_config.window_seconds,
+            },
+            "calibration": {"kind": config.calibration, **(calibrated.info() if calibrated else {})},
+            "novelty": {
+                "threshold": novelty.detector.threshold,
+                "threshold_rule": novelty.info["threshold_rule"],
+                "test_flagged": test_flagged,
             },
             "training": {
                 "epochs_run": fit.epochs_run,
@@ -445,6 +564,7 @@ def train_run(
         label_names=np.asarray(label_names),
     )
     np.savez_compressed(out / REPRESENTATIVE_FILE, features=representative_windows(x_train, seed=config.seed))
+    novelty_fit.save_fit(fit=novelty, run=out)
     metrics["timing"]["total_seconds"] = time.perf_counter() - started
     write_json(out / METRICS_FILE, metrics)
     plots.plot_confusion(
@@ -461,6 +581,34 @@ def train_run(
         100 * metrics["accuracy"], len(test_hives), len(test_set.labels), out,
     )  # fmt: skip
     return TrainResult(run=out, metrics=metrics)
+
+
+def _calibrate(*, train: Any, test: Any | None, config: TrainConfig) -> tuple[Any, Any, Any]:
+    """Both sides relative to their hives' baselines (:func:`beeaudio.desktop.calibration.calibrate_split`);
+    with ``test`` None, only ``train`` (every hive's baseline from its own calibration windows)."""
+    from beeaudio.desktop import calibration
+
+    kind = calibration.kind_of(config.calibration)
+    if test is None:
+        names = tuple(train.label_names)
+        mask = np.asarray(train.labels) == names.index(config.calibration_label)
+        baselines = calibration.hive_baselines(
+            features=train.features, hives=train.hives, mask=mask, config=config.features
+        )
+        kept = train.subset(np.flatnonzero(np.isin(np.asarray(train.hives).astype(str), list(baselines))))
+        relative = calibration.apply_baselines(
+            features=kept.features, hives=kept.hives, baselines=baselines, kind=kind
+        )
+        return dataclasses.replace(kept, features=relative), None, None
+    split = calibration.calibrate_split(
+        train=train, test=test, config=config.features, calibration_label=config.calibration_label, kind=kind
+    )
+    log.info(
+        "calibration %s: %d training hives, %d test hives calibrated on %d recordings (left out of scores)",
+        config.calibration, len(split.train_baselines), len(split.test_baselines),
+        len(split.calibration_recordings),
+    )  # fmt: skip
+    return split.train, split.test, split
 
 
 def is_synthetic(data: Path) -> bool:
