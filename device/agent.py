@@ -243,7 +243,10 @@ class Agent:
             return
         self.classifier, self.model_sha = classifier, sha
         m = classifier.manifest
-        log.info("model %s %s loaded on %s", m.model_name, m.model_version, classifier.runtime)
+        log.info(
+            "model %s %s loaded on %s (resampler: %s)",
+            m.model_name, m.model_version, classifier.runtime, audio_io.RESAMPLER,
+        )  # fmt: skip
 
     def _attach_baseline(self, classifier: Classifier) -> None:
         """Give a model that takes features relative to the hive's baseline the one in the state folder
@@ -288,7 +291,10 @@ class Agent:
             return False
         self.classifier, self.model_sha = classifier, previous
         m = classifier.manifest
-        log.info("model %s %s loaded on %s", m.model_name, m.model_version, classifier.runtime)
+        log.info(
+            "model %s %s loaded on %s (resampler: %s)",
+            m.model_name, m.model_version, classifier.runtime, audio_io.RESAMPLER,
+        )  # fmt: skip
         return True
 
     def _start_uplink(self) -> None:
@@ -296,17 +302,32 @@ class Agent:
         from beeaudio.device.uplink import Backoff, Uplink, Uploader, check_model_update
 
         c = self.config.collector
-        if not c.url or self.outbox is None:
+        if not self.config.uploads or self.outbox is None:
             return
-        client = CollectorClient(base_url=c.url, token=self.config.token(), timeout_s=c.timeout_s)
+        http = CollectorClient(base_url=c.url, token=self.config.token(), timeout_s=c.timeout_s) if c.url else None
+        client: Any = http
+        if c.transport == "mqtt":
+            from beeaudio.device.mqtt_uplink import MqttCollectorClient  # paho-mqtt: only on this transport
+
+            client = MqttCollectorClient(
+                broker_url=c.mqtt_url,
+                device_id=self.identity.device_id,
+                token=self.config.token(),
+                username=c.mqtt_username,
+                password=c.mqtt_password,
+                ca_file=c.mqtt_ca_file,
+                timeout_s=c.timeout_s,
+                http=http,
+            )
         uploader = Uploader(
             outbox=self.outbox, client=client, device_id=self.identity.device_id, batch_size=c.batch_size
         )
         refused: set[str] = set()
 
         def ota() -> None:
+            assert http is not None  # model files come over HTTP only
             installed = check_model_update(
-                client=client,
+                client=http,
                 device_id=self.identity.device_id,
                 store=self.store,
                 runtime=self.config.model.runtime or None,
@@ -323,7 +344,7 @@ class Agent:
             heartbeat_interval_s=c.heartbeat_interval_s,
             upload_interval_s=c.upload_interval_s,
             backoff=Backoff(initial_s=c.backoff_initial_s, max_s=c.backoff_max_s),
-            ota=ota if c.ota_poll_interval_s > 0 else None,
+            ota=ota if c.ota_poll_interval_s > 0 and http is not None else None,
             ota_interval_s=c.ota_poll_interval_s,
             health=self.health,
         )

@@ -22,7 +22,9 @@ import numpy as np
 
 from beeaudio.core import inference
 from beeaudio.core.bundle import (
+    CONTENT_DIGEST_FIELD,
     MANIFEST_MEMBER,
+    MEMBER_LIMITS,
     MODEL_MEMBER,
     NOVELTY_MEMBER,
     SELFTEST_MEMBER,
@@ -32,6 +34,7 @@ from beeaudio.core.bundle import (
     QuantParams,
     SelfTest,
     SelfTestTolerance,
+    content_digest,
     selftest_tolerance,
     sha256_hex,
 )
@@ -263,7 +266,9 @@ def write_bundle(
 
     The manifest is completed from the model (:func:`complete_manifest`) and checked. With ``novelty`` the
     detector goes in as ``novelty.npz`` and the manifest's ``novelty`` section (``novelty_info`` added to
-    it) records its checksum. With ``verify`` the bundle is read back and loaded with a TF-Lite
+    it) records its checksum. The manifest's ``content_sha256`` (:func:`beeaudio.core.bundle.content_digest`)
+    covers the manifest and every member; each member is held to its size limit (``MEMBER_LIMITS``), as a
+    device reading the bundle would. With ``verify`` the bundle is read back and loaded with a TF-Lite
     interpreter, so a bundle that a device would refuse (self-test failing, unreadable model, a detector
     that does not fit the features) fails here, at export, instead.
     """
@@ -289,14 +294,19 @@ def write_bundle(
             f"the manifest's selftest atol {manifest.selftest.atol:.6g} is not the self-test's "
             f"{selftest.atol:.6g}"
         )
+    manifest = replace(manifest, content_sha256=None)  # computed below, over what is written
     manifest.check()
-    manifest_text = json.dumps(manifest.to_json(), indent=2, sort_keys=False, default=json_default)
-    members = {
-        MANIFEST_MEMBER: manifest_text.encode("utf-8"),
-        MODEL_MEMBER: model_bytes,
-        SELFTEST_MEMBER: _selftest_bytes(selftest),
-        **extra_members,
-    }
+    contents = {MODEL_MEMBER: model_bytes, SELFTEST_MEMBER: _selftest_bytes(selftest), **extra_members}
+    # The digest is of the manifest as a reader parses it (numpy scalars already plain numbers).
+    document = json.loads(json.dumps(manifest.to_json(), default=json_default))
+    document[CONTENT_DIGEST_FIELD] = content_digest(manifest=document, members=contents)
+    members = {MANIFEST_MEMBER: json.dumps(document, indent=2).encode("utf-8"), **contents}
+    too_big = [
+        f"{name} is {len(data)} bytes" for name, data in members.items() if len(data) > MEMBER_LIMITS[name]
+    ]
+    if too_big:
+        limits = ", ".join(f"{name} {MEMBER_LIMITS[name]}" for name in members)
+        raise BundleError(f"{'; '.join(too_big)}: more than a device reads (bytes: {limits})")
     # 0644: a bundle is not a secret and the device service may run as another user. Durable: an export
     # that returned has its bundle on disk.
     with atomic_path(path, mode=0o644, durable=True, suffix=".tmp") as tmp:
