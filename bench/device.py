@@ -1,16 +1,26 @@
-"""The hive device agent's figures, on one thread: per-window times, real-time factor, peak memory over an
-hour of audio, and the size of the edge virtual environment.
+"""The hive device agent's figures, on one thread: per-window times, CPU seconds and real-time factor over an
+hour of audio (next to the same hour through librosa + Keras), peak memory, and the size of the edge venv.
 
     python bench/device.py --bundle models/hive-dnn.beemodel [--minutes 60] [--python VENV/bin/python]
+        [--keras-model RUN]
 
 1. In this process, one thread: ``--windows`` windows of synthetic hive sound (16 kHz WAV and MP3 files,
-   decoded by ``beeaudio.core.audio.iter_windows``) through ``beeaudio.core.features.window_features`` and
-   ``Classifier.predict``, exactly the agent's per-window path; median and p95 milliseconds per stage.
+   decoded by ``beeaudio.core.audio.iter_windows``) through the agent's loop: batches of
+   ``BATCH_WINDOWS`` windows, each through the signal check and ``Classifier.window_features`` (features),
+   then ``Classifier.score`` (model and novelty detector: inference); mean, median and p95 milliseconds
+   per window.
 2. An hour (``--minutes``) of one-minute recordings, as ``arecord --max-file-time 60`` leaves them, in a spool
    folder; ``beeaudio device run --once`` (offline: events stay in the outbox) in a subprocess with one
-   thread; its wall time gives the real-time factor, and its peak resident memory is VmHWM read from
-   ``/proc/<pid>/status`` while it runs (not ``ru_maxrss``, which Linux carries over from the parent across
-   fork + exec). With ``--python`` (default ``$BEEAUDIO_EDGE_PYTHON``) the agent runs in the edge venv.
+   thread. Its CPU time is user + system from the child's rusage (``os.wait4``: its own and that of the
+   children it waited for, such as the bundle check); the start-up (imports, bundle check and self-test,
+   outbox) is measured apart, as the same command on an empty spool folder, and taken off, which gives CPU
+   seconds per hour of audio. Its wall time gives the real-time factor, and its peak resident memory is
+   VmHWM read from ``/proc/<pid>/status`` while it runs (not ``ru_maxrss``, which Linux carries over from
+   the parent across fork + exec). With ``--python`` (default ``$BEEAUDIO_EDGE_PYTHON``) the agent runs in
+   the edge venv. With ``--keras-model`` the same recordings then go through librosa + Keras in a
+   subprocess of this interpreter (``librosa.load``, librosa's MFCC and deltas per window, the Keras model
+   on each file's windows; no signal check, novelty score or outbox), its start-up measured and taken off
+   the same way.
 3. The size on disk of that virtual environment (``du``, symlinks not followed).
 
 ``--emulated arm64`` (or ``armhf``) runs parts 1 and 2 inside the emulated Raspberry Pi OS userland that
@@ -102,12 +112,15 @@ def per_window(
 
 
 def measure_windows(*, bundle: Path, files: dict[str, Path]) -> dict[str, dict[str, list[float]]]:
-    """The per-window loop of the agent over ``files``; imports only the edge core (runs on a device)."""
+    """The agent's loop over ``files`` (``analyse_file``: batches of ``BATCH_WINDOWS`` windows; the signal
+    check and the features, then the model and the novelty detector), as milliseconds per window of each
+    batch; imports only the edge core (runs on a device)."""
+    import itertools
+
     import numpy as np
 
     from beeaudio.core.audio import iter_windows
-    from beeaudio.core.features import window_features
-    from beeaudio.core.inference import Classifier
+    from beeaudio.core.inference import BATCH_WINDOWS, Classifier
 
     classifier = Classifier.load(bundle, num_threads=1)
     config = classifier.config
@@ -115,23 +128,84 @@ def measure_windows(*, bundle: Path, files: dict[str, Path]) -> dict[str, dict[s
     for kind, path in files.items():
         times: dict[str, list[float]] = {"decode": [], "features": [], "inference": []}
         stream = iter_windows(path, config=config)
-        classifier.predict(window_features(audio=np.zeros(config.window_samples, np.float32), config=config))
+        classifier.score(classifier.window_features(np.zeros((1, config.window_samples), np.float32)))
         while True:
             t0 = time.perf_counter()
-            try:
-                _, samples = next(stream)
-            except StopIteration:
+            batch = list(itertools.islice(stream, BATCH_WINDOWS))
+            if not batch:
                 break
             t1 = time.perf_counter()
-            features = window_features(audio=samples, config=config)
+            samples = np.stack([w for _, w in batch])
+            for row in samples:
+                classifier.check_signal(row)
+            features = classifier.window_features(samples)
             t2 = time.perf_counter()
-            classifier.predict(features)
+            classifier.score(features)
             t3 = time.perf_counter()
-            times["decode"].append((t1 - t0) * 1e3)
-            times["features"].append((t2 - t1) * 1e3)
-            times["inference"].append((t3 - t2) * 1e3)
+            for stage, seconds in (("decode", t1 - t0), ("features", t2 - t1), ("inference", t3 - t2)):
+                times[stage].append(seconds * 1e3 / len(batch))
         results[kind] = times
     return results
+
+
+def stage_cpu(*, bundle: Path, files: list[Path]) -> dict[str, float]:
+    """CPU seconds (this process's time) of each stage of the agent's loop over ``files``, timed apart,
+    then of ``analyse_file`` itself (the stages and the events) and of the outbox commit; imports only the
+    edge core and the agent (runs in the edge venv)."""
+    import tempfile
+
+    import numpy as np
+
+    from beeaudio.core import audio, features
+    from beeaudio.core.inference import BATCH_WINDOWS, Classifier
+    from beeaudio.device.agent import Identity, analyse_file
+    from beeaudio.device.config import DEFAULT_NAME_TIME_FORMATS
+    from beeaudio.device.outbox import Outbox
+
+    classifier = Classifier.load(bundle, num_threads=1)
+    cpu = time.process_time
+    stages = dict.fromkeys(("decode", "signal check", "features", "model + novelty", "level"), 0.0)
+    for path in files:
+        started = cpu()
+        windows = [w for _, w in audio.iter_windows(path, config=classifier.config)]
+        stages["decode"] += cpu() - started
+        for first in range(0, len(windows), BATCH_WINDOWS):
+            samples = np.stack(windows[first : first + BATCH_WINDOWS])
+            t0 = cpu()
+            for row in samples:
+                classifier.check_signal(row)
+            t1 = cpu()
+            x = classifier.window_features(samples)
+            t2 = cpu()
+            classifier.score(x)
+            t3 = cpu()
+            for row in samples:
+                features.level_dbfs(audio=row)
+            t4 = cpu()
+            for stage, seconds in zip(list(stages)[1:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                stages[stage] += seconds
+    identity = Identity(device_id="bench", hive_id="bench")
+    started = cpu()
+    events = [
+        analyse_file(
+            path=path,
+            classifier=classifier,
+            identity=identity,
+            source_id=str(i),
+            name_time_formats=DEFAULT_NAME_TIME_FORMATS,
+        )
+        for i, path in enumerate(files)
+    ]
+    stages["analyse_file (the above and the events)"] = cpu() - started
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Outbox(path=Path(tmp) / "o.sqlite", max_events=10**7) as outbox,
+    ):
+        started = cpu()
+        for i, (path, file_events) in enumerate(zip(files, events, strict=True)):
+            outbox.commit_file(source_id=str(i), path=str(path), events=file_events or [])
+        stages["outbox commit (to_json, SQLite)"] = cpu() - started
+    return stages
 
 
 def write_hour(*, spool: Path, minutes: int, distinct: int) -> float:
@@ -180,26 +254,110 @@ def run_agent(
     base = [*(prefix or []), python, "-P", "-m", "beeaudio.cli"]
     install = [*base, "device", "install-model", str(bundle), "--config", str(config)]
     subprocess.run(install, check=True, env=env, cwd=REPO_ROOT, capture_output=True)
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [*base, "-q", "device", "run", "--config", str(config), "--once"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    run = [*base, "-q", "device", "run", "--config", str(config), "--once"]
+    # Before the agent takes (and deletes) the recordings: its loop's stages timed apart, in the same venv
+    # (not in an emulated userland, whose installed beeaudio may predate the batched loop).
+    stages: dict[str, float] = {}
+    if prefix is None:
+        stage_command = [python, "-P", str(Path(__file__).resolve()), "--bundle", str(bundle)]
+        stage_command += ["--stage-cpu", *map(str, sorted(spool.glob("*.wav")))]
+        done = subprocess.run(stage_command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"stage CPU run failed: {done.stderr[-2000:]}")
+        stages = json.loads(done.stdout.strip().splitlines()[-1])
+    # Start-up apart: the same command on an empty spool folder (imports, bundle check and self-test,
+    # outbox), in a copy of the configuration so that the real run starts from the same state.
+    empty = work / "empty"
+    empty.mkdir()
+    idle = work / "device-idle.toml"
+    idle.write_text(
+        config.read_text(encoding="utf-8").replace(f'path = "{spool}"', f'path = "{empty}"'), encoding="utf-8"
     )
-    peak_kb = 0
-    while process.poll() is None:
-        peak_kb = max(peak_kb, vm_hwm_kb(process.pid) or 0)
-        time.sleep(0.05)
-    wall = time.perf_counter() - started
-    if process.returncode != 0:
-        raise SystemExit(f"agent failed ({process.returncode}): {process.stderr.read().decode()[-2000:]}")
+    startup = [run_measured([*base, "-q", "device", "run", "--config", str(idle), "--once"], env=env)]
+    startup += [run_measured([*base, "-q", "device", "run", "--config", str(idle), "--once"], env=env)]
+    measured = run_measured(run, env=env)
     import sqlite3
 
     with sqlite3.connect(state / "outbox.sqlite") as db:
         events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    return {"audio_s": audio_s, "wall_s": wall, "peak_rss_mb": peak_kb / 1024, "events": events}
+    startup_cpu = statistics.median(m["cpu_s"] for m in startup)
+    return {
+        "audio_s": audio_s,
+        "wall_s": measured["wall_s"],
+        "cpu_s": measured["cpu_s"],
+        "startup_cpu_s": startup_cpu,
+        "peak_rss_mb": measured["peak_rss_mb"],
+        "events": events,
+        "stages_cpu_s": stages,
+    }
+
+
+def run_measured(command: list[str], *, env: dict[str, str]) -> dict[str, float]:
+    """Run ``command``; its wall time, CPU time (user + system, from the child's rusage: its own and that
+    of the children it waited for, e.g. a bundle check) and peak resident memory (VmHWM, sampled)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    peak_kb = 0
+    while True:
+        peak_kb = max(peak_kb, vm_hwm_kb(process.pid) or 0)
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    if process.returncode != 0:
+        raise SystemExit(
+            f"{command[-4:]} failed ({process.returncode}): {process.stderr.read().decode()[-2000:]}"
+        )
+    process.stderr.close()
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak_kb / 1024}
+
+
+# Runs in a subprocess with the desktop stack: the same hour through librosa + Keras, as bench/edge_latency.py
+# measures them (librosa.load at the model's rate, librosa's MFCC and deltas per window, the Keras model on
+# each file's windows at once). With no files it is the start-up alone.
+BASELINE_SCRIPT = r"""
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import numpy as np, librosa, tensorflow as tf, keras
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+import beeaudio.desktop.training.models  # noqa: F401  (the trainer's layers, for the Keras file)
+from beeaudio.core.bundle import read_bundle
+from beeaudio.core.features import window_start_samples
+from edge_latency import _keras_file, librosa_window_features
+bundle = read_bundle(Path(sys.argv[2]))
+config, m = bundle.manifest.feature_config, bundle.manifest
+model = keras.saving.load_model(_keras_file(Path(sys.argv[3])), compile=False)
+mean = np.asarray(m.feature_mean if m.feature_mean is not None else 0.0, np.float32)
+std = np.asarray(m.feature_std if m.feature_std is not None else 1.0, np.float32)
+model.predict_on_batch(np.zeros((1, *config.feature_shape), np.float32))
+for path in sys.argv[4:]:
+    signal, _ = librosa.load(path, sr=config.sample_rate, mono=True)
+    starts = window_start_samples(n_samples=len(signal), config=config)
+    x = np.stack([librosa_window_features(signal[s : s + config.window_samples], config) for s in starts])
+    model.predict_on_batch((x - mean) / std)
+"""
+
+
+def run_baseline(*, bundle: Path, keras_model: Path, files: list[Path]) -> dict[str, float]:
+    """CPU seconds of the same recordings through librosa + Keras, and of its start-up alone."""
+    env = dict(os.environ, **ONE_THREAD_ENV, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    base = [
+        sys.executable,
+        "-c",
+        BASELINE_SCRIPT,
+        str(Path(__file__).resolve().parent),
+        str(bundle),
+        str(keras_model),
+    ]
+    startup = statistics.median(run_measured(base, env=env)["cpu_s"] for _ in range(2))
+    total = run_measured([*base, *map(str, files)], env=env)
+    return {"cpu_s": total["cpu_s"], "startup_cpu_s": startup, "wall_s": total["wall_s"]}
 
 
 def du_bytes(root: Path) -> int:
@@ -220,6 +378,11 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=60, help="minutes of audio for the agent run")
     parser.add_argument("--distinct", type=int, default=6, help="distinct synthetic minutes to render")
     parser.add_argument(
+        "--keras-model",
+        type=Path,
+        help="also run the hour through librosa + Keras (run folder or .keras file)",
+    )
+    parser.add_argument(
         "--python",
         default=os.environ.get("BEEAUDIO_EDGE_PYTHON") or sys.executable,
         help="interpreter for the agent run (default $BEEAUDIO_EDGE_PYTHON, else this one)",
@@ -230,9 +393,13 @@ def main() -> int:
         help="run in the emulated Raspberry Pi OS userland of .ci/arm64.sh (figures are not Pi timings)",
     )
     parser.add_argument("--measure", nargs="+", metavar="KIND=FILE", help=argparse.SUPPRESS)  # the worker
+    parser.add_argument("--stage-cpu", nargs="+", type=Path, help=argparse.SUPPRESS)  # the stages' worker
     args = parser.parse_args()
     for key, value in ONE_THREAD_ENV.items():
         os.environ.setdefault(key, value)
+    if args.stage_cpu:  # in the agent's venv: CPU seconds per stage of the agent's loop, as JSON
+        print(json.dumps(stage_cpu(bundle=args.bundle, files=args.stage_cpu)))
+        return 0
     if args.measure:  # inside the userland: per-window figures of these files, as JSON
         files = dict(item.split("=", 1) for item in args.measure)
         print(json.dumps(measure_windows(bundle=args.bundle, files={k: Path(v) for k, v in files.items()})))
@@ -279,6 +446,27 @@ def main() -> int:
         )
         minutes = run["audio_s"] / 60
         print(f"   events {run['events']}, wall {run['wall_s']:.1f} s for {minutes:.0f} min of audio{label}")
+        per_hour = 3600.0 / run["audio_s"]
+        work_cpu = run["cpu_s"] - run["startup_cpu_s"]
+        print(
+            f"   CPU (user + system, the child's rusage): {run['cpu_s']:.2f} s in all, start-up "
+            f"{run['startup_cpu_s']:.2f} s (run --once on an empty folder, median of 2), so "
+            f"{work_cpu * per_hour:.2f} CPU s per hour of audio{label}"
+        )
+        if run["stages_cpu_s"]:
+            stages = ", ".join(f"{name} {sec * per_hour:.2f}" for name, sec in run["stages_cpu_s"].items())
+            print(f"   the agent's loop by stage, CPU s per hour of audio (timed apart, same venv): {stages}")
+        if args.keras_model and not emulated:
+            files = sorted((work / "agent").glob("source-*.wav"))
+            hour = [files[i % len(files)] for i in range(round(run["audio_s"] / 60))]
+            baseline = run_baseline(bundle=args.bundle, keras_model=args.keras_model, files=hour)
+            base_cpu = baseline["cpu_s"] - baseline["startup_cpu_s"]
+            print(
+                f"   the same {minutes:.0f} min through librosa + Keras (decode, features, model; no signal "
+                f"check, novelty or outbox): {baseline['cpu_s']:.2f} s CPU, start-up "
+                f"{baseline['startup_cpu_s']:.2f} s, so {base_cpu * per_hour:.2f} CPU s per hour of audio "
+                f"({base_cpu / work_cpu:.1f}x the agent's)"
+            )
         rtf = run["wall_s"] / run["audio_s"]
         speed = f"{1 / rtf:.0f}x real time"
         print(f"   real-time factor {rtf:.4f} (processing / audio, incl. start-up: {speed}){label}")

@@ -7,8 +7,10 @@ decode (+ resample + windowing), features, inference (milliseconds, median of ``
 warm-up), the real-time factor (processing time / audio time), the peak Python/numpy heap (tracemalloc,
 one extra run) and the process's peak resident memory (ru_maxrss), and prints ours / baseline ratios.
 
-* ours: ``beeaudio.core.audio.iter_windows`` → ``beeaudio.core.features.window_features`` per window →
-  ``Classifier.predict`` per window (the bundle, LiteRT/tflite-runtime), exactly what the device runs;
+* ours: ``beeaudio.core.audio.iter_windows`` → ``Classifier.window_features`` on the clip's windows in one
+  batch → ``Classifier.predict`` on them (the bundle, LiteRT/tflite-runtime: ``MODEL_BATCH`` windows per
+  interpreter call where the runtime batches), the device's path; the signal check and the novelty score,
+  which the device adds and the baseline has not, are timed apart and left out of the total;
 * baseline: ``librosa.load`` → ``librosa.feature.mfcc`` (+ deltas, same config) per window → the Keras
   model of ``--keras-model`` (run folder or ``.keras`` file) on all windows at once; without it, a float32
   TF-Lite model (``--baseline-model``, else the bundle's own model) through ``tf.lite.Interpreter``.
@@ -37,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from beeaudio.desktop import codec
 
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -93,7 +93,7 @@ def measure(
     """
     run()
     samples = [run() for _ in range(repeat)]
-    times = {stage: statistics.median(s[stage] for s in samples) for stage in STAGES}
+    times = {stage: statistics.median(s[stage] for s in samples) for stage in samples[0]}
     tracemalloc.start()
     try:
         (traced or run)()
@@ -108,7 +108,7 @@ def measure(
 
 def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     rss_start = max_rss_mb()
-    from beeaudio.core import audio, features
+    from beeaudio.core import audio
     from beeaudio.core.inference import Classifier
 
     classifier = Classifier.load(args.model, num_threads=1)
@@ -120,14 +120,24 @@ def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
 
         def run(clip: Path = clip, out: dict[str, Any] = out) -> dict[str, float]:
             t0 = time.perf_counter()
-            windows = [samples for _, samples in audio.iter_windows(clip, config=config)]
+            windows = np.stack([samples for _, samples in audio.iter_windows(clip, config=config)])
             t1 = time.perf_counter()
-            feats = [features.window_features(audio=w, config=config)[0] for w in windows]
+            feats = classifier.window_features(windows)  # all the clip's windows in one batch
             t2 = time.perf_counter()
-            probabilities = [classifier.predict(f)[0] for f in feats]
+            probabilities = classifier.predict(feats)  # MODEL_BATCH windows per interpreter call
             t3 = time.perf_counter()
+            # What the device adds and the baseline has not: the signal check and the novelty score.
+            for window in windows:
+                classifier.check_signal(window)
+            classifier.novelty_scores(feats)
+            t4 = time.perf_counter()
             out["labels"] = [int(np.argmax(p)) for p in probabilities]
-            return {"decode": 1e3 * (t1 - t0), "features": 1e3 * (t2 - t1), "inference": 1e3 * (t3 - t2)}
+            return {
+                "decode": 1e3 * (t1 - t0),
+                "features": 1e3 * (t2 - t1),
+                "inference": 1e3 * (t3 - t2),
+                "checks": 1e3 * (t4 - t3),
+            }
 
         measured = measure(run, repeat=args.repeat, traced=lambda clip=clip: classifier.classify_file(clip))
         results[clip.name] = {**measured, "labels": out["labels"]}
@@ -136,7 +146,8 @@ def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     import numpy
 
     return {
-        "description": f"beeaudio ({classifier.runtime}, numpy {numpy.__version__})",
+        "description": f"beeaudio ({classifier.runtime}, numpy {numpy.__version__}, "
+        f"{'batched' if classifier.batched else 'one window per'} interpreter call)",
         "rss_start_mb": rss_start,
         "rss_loaded_mb": rss_loaded,
         "rss_end_mb": rss_end,
@@ -266,6 +277,7 @@ def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_clips(*, folder: Path, seconds: float, sample_rate: int, mp3_kbps: int) -> tuple[list[Path], str]:
     from beeaudio.core import audio
+    from beeaudio.desktop import codec  # here, not at the top: the workers may run in an edge venv without it
 
     try:
         from beeaudio.desktop.synth import render_timeline
@@ -323,7 +335,7 @@ def print_table(*, ours: dict[str, Any], base: dict[str, Any], clips: list[Path]
         for name, report in (("beeaudio", ours), ("baseline", base)):
             result = report["clips"][clip.name]
             ms = result["ms"]
-            total = sum(ms.values())
+            total = sum(ms[s] for s in STAGES)
             rows[name] = [*(ms[s] for s in STAGES), total, total / 1e3 / seconds, result["heap_peak_mb"],
                           report["rss_end_mb"]]  # fmt: skip
         fmt = "{:>10.2f} {:>12.2f} {:>13.2f} {:>9.2f} {:>8.5f} {:>13.2f} {:>11.1f}"
@@ -340,6 +352,12 @@ def print_table(*, ours: dict[str, Any], base: dict[str, Any], clips: list[Path]
             np.array(ours["clips"][clip.name]["labels"]) == np.array(base["clips"][clip.name]["labels"])
         )
         print(f"{'':<5} window labels, beeaudio vs baseline: {100 * agree:.0f} % agree")
+        checks = ours["clips"][clip.name]["ms"].get("checks")
+        if checks is not None:
+            print(
+                f"{'':<5} beeaudio's signal check + novelty score (not in the baseline, not in the total): "
+                f"{checks:.2f} ms"
+            )
     print()
 
 

@@ -15,6 +15,7 @@ model store's ``current`` pointer and switches to a newly installed model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import signal
@@ -32,7 +33,7 @@ import numpy as np
 
 from beeaudio.core import audio as audio_io
 from beeaudio.core import features as feats
-from beeaudio.core.inference import Classifier
+from beeaudio.core.inference import BATCH_WINDOWS, Classifier
 from beeaudio.core.wire import (
     QUALITY_OK,
     QUALITY_UNCALIBRATED,
@@ -65,12 +66,13 @@ class StageTimer:
     windows: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, *, decode_ms: float, features_ms: float, inference_ms: float) -> None:
+    def add(self, *, decode_ms: float, features_ms: float, inference_ms: float, windows: int = 1) -> None:
+        """Add the times of ``windows`` windows (a batch of them)."""
         with self._lock:
             self.totals_ms["decode"] += decode_ms
             self.totals_ms["features"] += features_ms
             self.totals_ms["inference"] += inference_ms
-            self.windows += 1
+            self.windows += windows
 
     def mean_ms(self) -> dict[str, float]:
         with self._lock:
@@ -113,50 +115,59 @@ def analyse_file(
     windows = audio_io.iter_windows(path, config=config)
     events: list[ClassificationEvent] = []
     while True:
+        # A few windows at a time: their features, the model and the novelty detector each take them in one
+        # call (BATCH_WINDOWS), which costs far less per window than one call each.
+        size = BATCH_WINDOWS if not max_windows else min(BATCH_WINDOWS, max_windows - len(events))
         t0 = time.perf_counter()
-        try:
-            start_s, samples = next(windows)
-        except StopIteration:
+        batch = list(itertools.islice(windows, size))
+        if not batch:
             break
         t1 = time.perf_counter()
-        signal = classifier.check_signal(samples)  # before the model: a dead microphone is no evidence
-        features = feats.window_features(audio=samples, config=config)[:1]
+        samples = np.stack([w for _, w in batch])
+        signals = [classifier.check_signal(row) for row in samples]  # before the model: a dead microphone
+        features = classifier.window_features(samples)
         t2 = time.perf_counter()
         scored = classifier.score(features)  # through the hive's baseline when the model takes one
-        probs = scored.probabilities[0]
         scores = scored.novelty  # None: the bundle has no detector (or the hive no baseline yet)
-        quality = signal.verdict
-        if quality == QUALITY_OK and not scored.calibrated:
-            quality = QUALITY_UNCALIBRATED
         t3 = time.perf_counter()
         if timer is not None:
-            timer.add(decode_ms=(t1 - t0) * 1e3, features_ms=(t2 - t1) * 1e3, inference_ms=(t3 - t2) * 1e3)
-        probabilities = {label: float(p) for label, p in zip(labels, probs, strict=True)}
-        events.append(
-            ClassificationEvent(
-                event_id=make_event_id(
-                    device_id=identity.device_id,
-                    source_id=source_id,
-                    window_offset_s=float(start_s),
-                    model_sha256=manifest.model_sha256,
-                ),
-                hive_id=identity.hive_id,
-                device_id=identity.device_id,
-                model_name=manifest.model_name,
-                model_version=manifest.model_version,
-                window_start=start + timedelta(seconds=float(start_s)),
-                window_seconds=config.window_seconds,
-                probabilities=probabilities,
-                label=labels[int(np.argmax(probs))],
-                swarm_score=min(1.0, max(0.0, probabilities[manifest.swarm_label])),
-                level_dbfs=feats.level_dbfs(audio=samples),
-                source_format=info.container,
-                extra={"file": path.name, "offset_s": round(float(start_s), 3)},
-                quality=quality,
-                novelty=None if scores is None else float(scores[0]),
-                novelty_threshold=None if scores is None else classifier.novelty_threshold,
+            timer.add(
+                decode_ms=(t1 - t0) * 1e3,
+                features_ms=(t2 - t1) * 1e3,
+                inference_ms=(t3 - t2) * 1e3,
+                windows=len(batch),
             )
-        )
+        for i, (start_s, _) in enumerate(batch):
+            probs = scored.probabilities[i]
+            quality = signals[i].verdict
+            if quality == QUALITY_OK and not scored.calibrated:
+                quality = QUALITY_UNCALIBRATED
+            probabilities = {label: float(p) for label, p in zip(labels, probs, strict=True)}
+            events.append(
+                ClassificationEvent(
+                    event_id=make_event_id(
+                        device_id=identity.device_id,
+                        source_id=source_id,
+                        window_offset_s=float(start_s),
+                        model_sha256=manifest.model_sha256,
+                    ),
+                    hive_id=identity.hive_id,
+                    device_id=identity.device_id,
+                    model_name=manifest.model_name,
+                    model_version=manifest.model_version,
+                    window_start=start + timedelta(seconds=float(start_s)),
+                    window_seconds=config.window_seconds,
+                    probabilities=probabilities,
+                    label=labels[int(np.argmax(probs))],
+                    swarm_score=min(1.0, max(0.0, probabilities[manifest.swarm_label])),
+                    level_dbfs=feats.level_dbfs(audio=samples[i]),
+                    source_format=info.container,
+                    extra={"file": path.name, "offset_s": round(float(start_s), 3)},
+                    quality=quality,
+                    novelty=None if scores is None else float(scores[i]),
+                    novelty_threshold=None if scores is None else classifier.novelty_threshold,
+                )
+            )
         if stop is not None and stop.is_set():
             return None
         if max_windows and len(events) >= max_windows:
@@ -304,7 +315,9 @@ class Agent:
         c = self.config.collector
         if not self.config.uploads or self.outbox is None:
             return
-        http = CollectorClient(base_url=c.url, token=self.config.token(), timeout_s=c.timeout_s) if c.url else None
+        http = None
+        if c.url:
+            http = CollectorClient(base_url=c.url, token=self.config.token(), timeout_s=c.timeout_s)
         client: Any = http
         if c.transport == "mqtt":
             from beeaudio.device.mqtt_uplink import MqttCollectorClient  # paho-mqtt: only on this transport

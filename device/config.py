@@ -13,6 +13,7 @@ dependency, so the serialiser here covers exactly the value types the options ha
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import re
 import tomllib
@@ -30,6 +31,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/beeaudio")
 
 SOURCE_KINDS = ("spool", "microphone", "files")
 AFTER_POLICIES = ("delete", "archive", "keep")
+TRANSPORTS = ("http", "mqtt")
 # Names a recorder gives its files: arecord's --use-strftime recipe first, then the demo's ISO-like form.
 DEFAULT_NAME_TIME_FORMATS = ("%Y%m%d-%H%M%S", "%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H-%M-%S", "%Y-%m-%d_%H-%M-%S")
 DEFAULT_PATTERNS = ("*.wav", "*.mp3", "*.flac", "*.ogg", "*.WAV", "*.MP3")
@@ -105,6 +107,12 @@ class CollectorSection:
     backoff_max_s: float = 600.0
     heartbeat_interval_s: float = 60.0
     ota_poll_interval_s: float = 3600.0  # 0 = never ask for a new model
+    # "http" (POST to url) or "mqtt" (batches and heartbeats through mqtt_url, acknowledged by the collector).
+    transport: str = "http"
+    mqtt_url: str = ""  # mqtt://host[:1883] or mqtts://host[:8883] (TLS)
+    mqtt_username: str = ""  # default: device_id
+    mqtt_password: str = ""  # default: the device token
+    mqtt_ca_file: Path | None = None  # mqtts: the broker's CA (default: the system's)
 
 
 @dataclass(frozen=True)
@@ -175,12 +183,23 @@ class DeviceConfig:
                 raise ConfigError(f"cannot read collector.token_file: {exc}") from exc
         return ""
 
+    @property
+    def uploads(self) -> bool:
+        """Whether a collector is configured to upload to (by HTTP ``url`` or through ``mqtt_url``)."""
+        c = self.collector
+        return bool(c.mqtt_url if c.transport == "mqtt" else c.url)
+
     def check_for_run(self) -> None:
         """What ``run`` needs beyond what loading checks: ids when a collector is configured."""
-        if self.collector.url and not (self.device.device_id and self.device.hive_id):
-            raise ConfigError("[device] device_id and hive_id are required when [collector] url is set")
-        if self.collector.url and not self.token():
-            raise ConfigError("[collector] url is set but neither token nor token_file gives a token")
+        where = "mqtt_url" if self.collector.transport == "mqtt" else "url"
+        if self.uploads and not (self.device.device_id and self.device.hive_id):
+            raise ConfigError(f"[device] device_id and hive_id are required when [collector] {where} is set")
+        if self.uploads and not self.token():
+            raise ConfigError(f"[collector] {where} is set but neither token nor token_file gives a token")
+        if self.uploads and self.collector.transport == "mqtt" and importlib.util.find_spec("paho") is None:
+            raise ConfigError(
+                "[collector] transport = 'mqtt' needs paho-mqtt: pip install 'beeaudio-edge[mqtt]'"
+            )
 
 
 _SECTION_TYPES = {
@@ -260,6 +279,14 @@ def _validate(config: DeviceConfig) -> None:
         raise ConfigError("[source] abandoned_seconds must be at least settle_seconds")
     if collector.url and not collector.url.startswith(("http://", "https://")):
         raise ConfigError(f"[collector] url must start with http:// or https://, got {collector.url!r}")
+    if collector.transport not in TRANSPORTS:
+        raise ConfigError(f"[collector] transport must be one of {TRANSPORTS}, got {collector.transport!r}")
+    if collector.mqtt_url and not collector.mqtt_url.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError(
+            f"[collector] mqtt_url must start with mqtt:// or mqtts://, got {collector.mqtt_url!r}"
+        )
+    if collector.transport == "mqtt" and not collector.mqtt_url:
+        raise ConfigError("[collector] transport = 'mqtt' needs mqtt_url (mqtt://host or mqtts://host)")
     if collector.batch_size < 1:
         raise ConfigError("[collector] batch_size must be at least 1")
     for key in (

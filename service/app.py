@@ -21,6 +21,10 @@ from beeaudio.collector.context import AppContext
 from beeaudio.collector.db import make_engine
 from beeaudio.collector.gate import BodyPolicy, RequestGate
 from beeaudio.collector.http_errors import install_error_handlers
+from beeaudio.collector.leases import SWEEP_JOB, PeriodicJob, process_holder, run_periodic
+from beeaudio.collector.metrics import MetricsMiddleware, new_metrics
+from beeaudio.collector.mqtt_ingest import start_mqtt
+from beeaudio.collector.retention import retention_job
 from beeaudio.collector.screen import screen_parameters
 from beeaudio.collector.settings import Settings, resolve_admin_token, resolve_read_token
 from beeaudio.collector.store.hive_state import finish_recomputes, rederive_stale, sweep_offline
@@ -58,6 +62,7 @@ def build_context(
     engine = make_engine(settings.database_url)
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
+    clock = clock_ms or wall_clock_ms
     return AppContext(
         settings=settings,
         engine=engine,
@@ -65,31 +70,35 @@ def build_context(
         read_token=read_token,
         defaults=defaults,
         data_dir=data_dir,
-        clock_ms=clock_ms or wall_clock_ms,
+        clock_ms=clock,
+        metrics=new_metrics(engine=engine, defaults=defaults, clock_ms=clock),
     )
 
 
-async def _sweep_loop(context: AppContext) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(
-                sweep_offline,
-                engine=context.engine,
-                defaults=context.defaults,
-                webhook_urls=context.webhook_urls,
-                now_ms=context.clock_ms(),
-            )
-            # A re-evaluation of steps that a crash (or a failed background task) left unfinished.
-            await asyncio.to_thread(
-                finish_recomputes,
-                engine=context.engine,
-                defaults=context.defaults,
-                webhook_urls=context.webhook_urls,
-                now_ms=context.clock_ms(),
-            )
-        except Exception:  # a database hiccup must not end the sweeps
-            log.exception("offline sweep failed")
-        await asyncio.sleep(context.settings.sweep_interval_seconds)
+async def _sweep(context: AppContext) -> None:
+    """One pass of the offline sweep; run by one collector process per interval (``leases``)."""
+    await asyncio.to_thread(
+        sweep_offline,
+        engine=context.engine,
+        defaults=context.defaults,
+        webhook_urls=context.webhook_urls,
+        now_ms=context.clock_ms(),
+    )
+    # A re-evaluation of steps that a crash (or a failed background task) left unfinished.
+    await asyncio.to_thread(
+        finish_recomputes,
+        engine=context.engine,
+        defaults=context.defaults,
+        webhook_urls=context.webhook_urls,
+        now_ms=context.clock_ms(),
+    )
+
+
+def _sweep_job(context: AppContext) -> PeriodicJob:
+    every = context.settings.sweep_interval_seconds
+    return PeriodicJob(
+        name=SWEEP_JOB, every_seconds=every, lease_seconds=max(60.0, 4 * every), work=lambda: _sweep(context)
+    )
 
 
 def create_app(
@@ -124,12 +133,31 @@ def create_app(
                     backoff_max_seconds=settings.webhook_backoff_max_seconds,
                 ),
                 clock_ms=context.clock_ms,
+                metrics=context.metrics,
             )
             tasks.append(asyncio.create_task(worker.run()))
-            tasks.append(asyncio.create_task(_sweep_loop(context)))
+            holder = process_holder()
+            retention = retention_job(engine=context.engine, settings=settings, clock_ms=context.clock_ms)
+            for job in (_sweep_job(context), *([retention] if retention else [])):
+                tasks.append(
+                    asyncio.create_task(
+                        run_periodic(
+                            engine=context.engine,
+                            job=job,
+                            holder=holder,
+                            clock_ms=context.clock_ms,
+                            metrics=context.metrics,
+                        )
+                    )
+                )
+        # MQTT ingest and Home Assistant (service/mqtt_ingest.py): only with BEEAUDIO_MQTT_URL; paho threads.
+        mqtt = await asyncio.to_thread(start_mqtt, context=context)
+        _app.state.mqtt = mqtt
         try:
             yield
         finally:
+            if mqtt is not None:
+                await asyncio.to_thread(mqtt.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -147,9 +175,10 @@ def create_app(
     app.state.context = context
     install_error_handlers(app)
 
-    from beeaudio.collector import routes_admin, routes_ingest, routes_models, routes_query
+    from beeaudio.collector import routes_admin, routes_ingest, routes_metrics, routes_models, routes_query
 
-    for module in (routes_ingest, routes_admin, routes_query, routes_models):
+    route_modules = (routes_ingest, routes_admin, routes_query, routes_models, routes_metrics)
+    for module in route_modules:
         app.include_router(module.router)
 
     app.add_middleware(
@@ -157,6 +186,10 @@ def create_app(
         context=context,
         policy_for=lambda method, path: body_policy(settings=settings, method=method, path=path),
         read_timeout_s=settings.body_read_timeout_seconds,
+    )
+    # Outermost, so the gate's refusals (401, 413 before a body is read) are counted too.
+    app.add_middleware(
+        MetricsMiddleware, metrics=context.metrics, routes=[r for m in route_modules for r in m.router.routes]
     )
     # The dashboard (another room) lives in service/static; the API routes above take precedence.
     if STATIC_DIR.is_dir() and (STATIC_DIR / "index.html").is_file():

@@ -82,6 +82,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "too; run it alone before starting several servers).",
     )
 
+    prune = command(
+        "prune",
+        _prune,
+        help="remove raw events older than the retention (rollups, states, alerts stay)",
+        description="Remove the raw events dated more than --days (default $BEEAUDIO_RETENTION_DAYS) days "
+        "ago, as the collector's own retention job does every BEEAUDIO_RETENTION_INTERVAL_SECONDS: whole "
+        "weeks by dropping their partition on PostgreSQL, batched deletes on SQLite (refused while a "
+        "collector serves that SQLite file: it prunes by itself). History, states and alerts are kept. "
+        "On PostgreSQL it also creates the coming weeks' partitions.",
+    )
+    prune.add_argument(
+        "--days", type=_positive_days, default=None, metavar="DAYS", help="keep this many days of raw events"
+    )
+
     add_hive = command(
         "add-hive",
         _add_hive,
@@ -213,6 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from beeaudio.collector.app import create_app
+    from beeaudio.collector.leases import sqlite_writer_lock
     from beeaudio.collector.settings import resolve_admin_token
 
     settings = _settings(args, local=args.local)
@@ -221,8 +236,14 @@ def _serve(args: argparse.Namespace) -> int:
         where = settings.admin_token_file()
         if generated or where.is_file():
             print(f"local mode: admin token {token} (kept in {where})", flush=True)
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # SQLite is one collector process (PostgreSQL replicas coordinate in the database): refuse a second.
+    lock = sqlite_writer_lock(database_url=settings.database_url, command="collector serve")
+    try:
+        app = create_app(settings)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        if lock is not None:
+            lock.release()
     return EXIT_OK
 
 
@@ -244,6 +265,70 @@ def _migrate(args: argparse.Namespace) -> int:
     print(f"database at revision {revision}")
     if rederived:
         print(f"re-derived the state of {len(rederived)} hive(s) with the current rules")
+    return EXIT_OK
+
+
+def _positive_days(text: str) -> float:
+    days = float(text)
+    if not days > 0:
+        raise argparse.ArgumentTypeError("must be a number of days above 0")
+    return days
+
+
+class JobBusy(BeeaudioError):
+    """Another process is running the same background job right now."""
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from beeaudio.collector.leases import (
+        RETENTION_JOB,
+        claim_job,
+        process_holder,
+        release_job,
+        sqlite_writer_lock,
+    )
+    from beeaudio.collector.retention import prune
+    from beeaudio.collector.timeutil import wall_clock_ms
+
+    settings = _settings(args)
+    days = args.days if args.days is not None else settings.retention_days
+    # A second writer process on SQLite is refused, as for serve (which prunes by itself).
+    lock = sqlite_writer_lock(database_url=settings.database_url, command="collector prune")
+    try:
+        context = _context(args)
+        holder, now_ms = process_holder(), wall_clock_ms()
+        # The lease of the replicas' own retention job: never two passes at once.
+        if not claim_job(
+            engine=context.engine,
+            name=RETENTION_JOB,
+            holder=holder,
+            now_ms=now_ms,
+            every_ms=0,
+            lease_ms=3_600_000,
+        ):
+            raise JobBusy("a collector is running the retention job right now; try again when it is done")
+        try:
+            result = prune(
+                engine=context.engine,
+                retention_days=days,
+                now_ms=now_ms,
+                batch_rows=settings.retention_batch_rows,
+            )
+        finally:
+            release_job(engine=context.engine, name=RETENTION_JOB, holder=holder, now_ms=wall_clock_ms())
+        context.engine.dispose()
+    finally:
+        if lock is not None:
+            lock.release()
+    if days is None:
+        print("no retention set (--days or BEEAUDIO_RETENTION_DAYS): every raw event is kept")
+    else:
+        print(
+            f"kept {days:g} days of raw events: dropped {len(result.dropped_partitions)} partition(s), "
+            f"deleted {result.deleted_rows} event(s)"
+        )
+    if result.created_partitions:
+        print(f"created partition(s): {', '.join(result.created_partitions)}")
     return EXIT_OK
 
 

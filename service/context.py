@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
+from beeaudio.collector.metrics import Metrics
 from beeaudio.collector.settings import Settings
 from beeaudio.collector.state import StateParams
 
@@ -22,6 +23,8 @@ class AppContext:
     defaults: StateParams
     data_dir: Path
     clock_ms: Callable[[], int]
+    #: This app's Prometheus registry and metrics (never the process-global default registry).
+    metrics: Metrics
 
     @property
     def webhook_urls(self) -> list[str]:

@@ -84,8 +84,11 @@ events = sa.Table(
     sa.Column("quality", sa.String(16), nullable=True),
     sa.Column("novelty", sa.Float, nullable=True),
     sa.Column("novelty_threshold", sa.Float, nullable=True),
-    # Unique per device: a device can only ever collide with its own ids, never suppress another's.
-    sa.UniqueConstraint("device_id", "event_id", name="uq_events_device_event"),
+    # Unique per device: a device can only ever collide with its own ids, never suppress another's. The
+    # key holds window_start_ms because PostgreSQL partitions the table by it (a unique constraint of a
+    # partitioned table must hold the partition key); duplicates stay exact by (device_id, event_id), as
+    # the ingest looks the batch's ids up under the hive's lock before inserting (store.ingest).
+    sa.UniqueConstraint("device_id", "event_id", "window_start_ms", name="uq_events_device_event_window"),
     sa.Index("ix_events_hive_time", "hive_id", "window_start_ms", "id"),
 )
 
@@ -226,6 +229,20 @@ model_publications = sa.Table(
     sa.Column("target", sa.String(64), primary_key=True),
     sa.Column("model_id", sa.String(64), sa.ForeignKey("models.model_id"), nullable=False),
     sa.Column("published_ms", sa.BigInteger, nullable=False),
+)
+
+background_jobs = sa.Table(
+    "background_jobs",
+    metadata,
+    # One row per periodic job (offline sweep, retention): which process holds it, until when, and when it
+    # last started, so that several collector processes run each job once per interval between them
+    # (beeaudio.collector.leases).
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=True),
+    sa.Column("lease_until_ms", sa.BigInteger, nullable=False, server_default=ZERO),
+    sa.Column("last_started_ms", sa.BigInteger, nullable=True),
+    sa.Column("last_finished_ms", sa.BigInteger, nullable=True),
+    sa.Column("runs", sa.BigInteger, nullable=False, server_default=ZERO),
 )
 
 ALL_HIVES = "*"

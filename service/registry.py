@@ -6,8 +6,9 @@ everywhere in the API is the checksum of the *bundle file* (what a device downlo
 manifest's ``model_sha256`` (of model.tflite inside) is returned beside it.
 
 An upload is refused (422, and no file is left behind) when :func:`beeaudio.core.bundle.read_bundle`
-refuses it, when its manifest holds what the event contract or the database cannot (a name longer than
-``wire.MAX_NAME``, a NUL, a lone surrogate), or when loading it and running its self-test in a child
+refuses it (which holds the model's name, version and labels to the event contract and its feature config
+to what a device serves, ``beeaudio.core.wire``), when its manifest holds what the database cannot (a NUL,
+a lone surrogate, anywhere in it), or when loading it and running its self-test in a child
 process (:func:`beeaudio.core.sandbox.check_bundle_in_child`) crashes, hangs or fails: a bundle that
 crashes a TF-Lite runtime here would crash every device it is published to.
 """
@@ -54,14 +55,8 @@ def models_dir(data_dir: Path) -> Path:
 
 
 def _screen_manifest(manifest: dict[str, Any]) -> None:
-    """The manifest's names go into every event and into the database: hold them to the event contract."""
-    for name in ("model_name", "model_version"):
-        value = manifest.get(name)
-        if not isinstance(value, str) or not 1 <= len(value) <= wire.MAX_NAME:
-            raise RegistryError(
-                f"manifest {name} must be 1..{wire.MAX_NAME} characters (it goes into every event), "
-                f"got {len(value) if isinstance(value, str) else type(value).__name__}"
-            )
+    """The whole manifest goes into the database: refuse what it cannot store (read_bundle has held the
+    names and labels, which go into every event, to the event contract already)."""
     reason = wire.unclean_reason(manifest, where="manifest")
     if reason:
         raise RegistryError(f"not a valid model bundle: {reason}")

@@ -11,6 +11,7 @@ from beeaudio.collector.auth import Principal, require_device, require_own_devic
 from beeaudio.collector.context import AppContext, get_context
 from beeaudio.collector.http_errors import error_responses
 from beeaudio.collector.ingest import parse_batch
+from beeaudio.collector.retention import horizon_ms
 from beeaudio.collector.schemas import BatchIn, BatchOut, HeartbeatIn, HeartbeatOut
 from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat
 from beeaudio.collector.store.hive_state import finish_recomputes
@@ -56,6 +57,13 @@ async def post_events(
         bucket_seconds=context.settings.bucket_seconds,
         webhook_urls=context.webhook_urls,
         now_ms=now_ms,
+        keep_after_ms=horizon_ms(retention_days=context.settings.retention_days, now_ms=now_ms),
+    )
+    context.metrics.observe_batch(
+        size=len(checked.events),
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        expired=result.expired,
     )
     if result.unfinished:
         # A late batch that changes days of steps: the rest of the walk runs after the answer, in

@@ -94,6 +94,32 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     background_tasks: bool = True
 
+    # Retention (service/retention.py): raw events dated more than this many days ago are removed (rollups,
+    # steps, states and alerts are kept for ever); unset keeps every event.
+    retention_days: float | None = Field(default=None, gt=0)
+    #: How often one collector process runs the retention job (and, on PostgreSQL, makes next weeks'
+    #: partitions).
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    #: Rows per delete transaction where rows are deleted (SQLite; PostgreSQL's default partition).
+    retention_batch_rows: int = Field(default=5000, ge=1, le=1_000_000)
+
+    # MQTT (service/mqtt_ingest.py, service/homeassistant.py; docs/collector.md, "MQTT"): off while
+    # mqtt_url is empty. mqtt://host[:1883] or mqtts://host[:8883] (TLS, mqtt_ca_file or the system's CAs).
+    mqtt_url: str = Field(default="", pattern=r"^(mqtts?://[^/:@\s]+(:[0-9]{1,5})?/?)?$")
+    mqtt_username: str = ""
+    mqtt_password: SecretStr = SecretStr("")
+    mqtt_ca_file: Path | None = None
+    #: Default: host name, process id and a random suffix (unique per replica).
+    mqtt_client_id: str = ""
+    #: The shared-subscription group ($share/<group>/...): replicas in one group split the devices' messages.
+    mqtt_share_group: str = Field(default="beeaudio", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Threads storing MQTT batches in parallel (and 4x this many unacknowledged messages at a time).
+    mqtt_workers: int = Field(default=4, ge=1, le=64)
+    #: Publish hive states and discovery configs for Home Assistant (needs mqtt_url).
+    homeassistant: bool = True
+    homeassistant_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    homeassistant_interval_seconds: float = Field(default=15.0, gt=0)
+
     def state_defaults(self) -> StateParams:
         """The hive-state parameters of hives that do not override them; :class:`ParamsError` if they
         cannot work together (e.g. ``exit_swarm >= enter_swarm``)."""

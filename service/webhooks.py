@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.engine import Engine
 
+from beeaudio.collector.metrics import Metrics
 from beeaudio.collector.store.alerts import Delivery, claim_due, mark_delivered, mark_failed, retry_later
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,13 @@ class WebhookWorker:
         policy: WebhookPolicy,
         clock_ms: Callable[[], int],
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._engine = engine
         self._policy = policy
         self._clock_ms = clock_ms
         self._transport = transport
+        self._metrics = metrics
 
     def _claim_due(self, *, limit: int) -> list[Delivery]:
         now = self._clock_ms()
@@ -55,11 +58,14 @@ class WebhookWorker:
         now = self._clock_ms()
         attempts = due.attempts + 1
         if error is None:
+            outcome = "delivered"
             mark_delivered(engine=self._engine, delivery_id=due.id, attempts=attempts, now_ms=now)
         elif attempts >= self._policy.max_attempts:
+            outcome = "failed"
             mark_failed(engine=self._engine, delivery_id=due.id, attempts=attempts, error=error)
             log.warning("webhook %s gave up after %d attempts: %s", due.url, attempts, error)
         else:
+            outcome = "retry"
             retry_later(
                 engine=self._engine,
                 delivery_id=due.id,
@@ -67,6 +73,8 @@ class WebhookWorker:
                 error=error,
                 next_attempt_ms=now + self._policy.delay_ms(attempts=attempts),
             )
+        if self._metrics is not None:
+            self._metrics.webhook_attempts.labels(outcome=outcome).inc()
 
     async def run_once(self, *, limit: int = 20) -> int:
         """Try every due delivery once; returns how many were attempted."""

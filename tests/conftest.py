@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.bundles", "tests.fixtures.collector"]
+pytest_plugins = ["tests.fixtures.bundles", "tests.fixtures.collector", "tests.fixtures.mqtt"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_REAL = Path(os.environ.get("BEEAUDIO_REAL_DATA") or REPO_ROOT.parent / "shared" / "data" / "real")

@@ -22,9 +22,17 @@ section. Such bundles are written with format version
 :data:`NORMALIZED_FORMAT_VERSION` (2), which older readers refuse with "upgrade beeaudio"; a version-1
 manifest with the section, or a section this code cannot compute, is refused here too.
 
-:func:`read_bundle` refuses a bundle that is not a zip, lacks a member, has a format version this code
-does not know, fails its checksum, has a malformed manifest or a feature config this code cannot compute —
-always with a message that says which. The self-test itself is run by
+The optional ``content_sha256`` (:func:`content_digest`) covers the manifest itself (its canonical JSON
+without that field) and every member, so an edited label, feature config or self-test is refused like a
+damaged model. It is integrity, not authenticity: whoever edits a bundle can recompute it. Bundles written
+before it have none and still load (``beeaudio info`` says so); older readers ignore the field.
+
+:func:`read_bundle` refuses a bundle that is not a zip, lacks a member or holds one twice, declares a member
+larger than its limit (:data:`MEMBER_LIMITS`, checked before it is read, as the arrays inside the
+``.npz`` members are), has a format version this code does not know, fails a checksum, has a malformed
+manifest, one that asks more of a device than it serves (names and labels beyond what events carry, a
+feature config beyond the bounds of :mod:`beeaudio.core.wire`), or a feature config this code cannot
+compute — always with a message that says which. The self-test itself is run by
 :meth:`beeaudio.core.inference.Classifier.load`, because it needs an interpreter.
 
 Imports only numpy and the standard library (plus ``beeaudio.core.features``): the device reads bundles too.
@@ -37,9 +45,13 @@ import json
 import logging
 import math
 import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import IO, Any
 
 import numpy as np
 
@@ -51,7 +63,7 @@ from beeaudio.core.novelty import KIND as NOVELTY_KIND
 from beeaudio.core.novelty import MEMBER as NOVELTY_MEMBER
 from beeaudio.core.novelty import VIEWS as NOVELTY_VIEWS
 from beeaudio.core.novelty import NoveltyDetector
-from beeaudio.core.wire import MAX_NOVELTY
+from beeaudio.core.wire import MAX_LABELS, MAX_NOVELTY, MAX_TIMESTAMP, name_reason
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +79,41 @@ SELFTEST_MEMBER = "selftest.npz"
 MEMBERS = (MODEL_MEMBER, MANIFEST_MEMBER, SELFTEST_MEMBER)
 
 QUANTIZATIONS = ("float32", "int8")
-# A hive model is tens of KB; a member this large is a mistake or a zip bomb, not a model.
-MAX_MEMBER_BYTES = 256 * 1024 * 1024
+# What each member may declare as its uncompressed size, checked before it is read: a member of zeros
+# deflates a thousandfold, so without them a 408 KB bundle took 538 MB to read.
+#: A trained bundle's manifest is 4 KB (its training summary included).
+MAX_MANIFEST_BYTES = 1024 * 1024
+#: A hive model is tens of KB; this is the collector's upload limit (64 MB), so what it takes fits.
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+#: An export writes 8 self-test windows of 52 features (2.5 KB); room for MAX_SELFTEST_WINDOWS windows
+#: of a frames model over long windows.
+MAX_SELFTEST_BYTES = 16 * 1024 * 1024
 # The detector's arrays are a few tens of KB (52 features: a 52 × 52 matrix per view); bounded well above.
 MAX_NOVELTY_BYTES = 4 * 1024 * 1024
+#: The windows of a self-test: every one runs through the model at every load of the bundle.
+MAX_SELFTEST_WINDOWS = 256
+#: Entries of a bundle's zip (or of one of its .npz members) and the size of its directory: zipfile parses
+#: the whole directory, a few hundred bytes of memory per entry, before any member can be looked at, and a
+#: 64 MB upload holds a million empty entries. A bundle has four members, an .npz a few arrays.
+MAX_ARCHIVE_ENTRIES = 64
+MAX_ARCHIVE_DIRECTORY_BYTES = 64 * 1024
+#: The manifest's field with the :func:`content_digest` of the bundle.
+CONTENT_DIGEST_FIELD = "content_sha256"
+#: The first line of the text the content digest hashes: how it is computed, should that ever change.
+CONTENT_DIGEST_SCHEME = "beeaudio.bundle-content/1"
+#: The largest uncompressed size each member may declare.
+MEMBER_LIMITS: Mapping[str, int] = MappingProxyType(
+    {
+        MANIFEST_MEMBER: MAX_MANIFEST_BYTES,
+        MODEL_MEMBER: MAX_MODEL_BYTES,
+        SELFTEST_MEMBER: MAX_SELFTEST_BYTES,
+        NOVELTY_MEMBER: MAX_NOVELTY_BYTES,
+    }
+)
+#: The members the content digest covers after the manifest, in this order (novelty.npz when the archive
+#: holds it). A member a later format adds is vouched for by a checksum in its manifest section, as
+#: novelty.npz is, so the digest covers it through the manifest and older readers compute the same.
+DIGEST_MEMBERS = (MODEL_MEMBER, SELFTEST_MEMBER, NOVELTY_MEMBER)
 #: Views a novelty section may list (this code computes the ones in beeaudio.core.novelty.VIEWS).
 MAX_NOVELTY_VIEWS = 8
 #: Self-test tolerance of float32 models: runtimes differ only by float rounding (FMA on ARM or not).
@@ -295,6 +338,9 @@ class BundleManifest:
     # Optional: the self-test tolerance and its derivation; None: a bundle written before it (the atol in
     # selftest.npz alone).
     selftest: SelfTestTolerance | None = None
+    # Optional: the content digest read_bundle verified (content_digest); None: a bundle written before it.
+    # write_bundle computes it: a value given to it is replaced.
+    content_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -323,6 +369,8 @@ class BundleManifest:
             data["normalization"] = self.normalization.to_json()
         if self.selftest is not None:
             data["selftest"] = self.selftest.to_json()
+        if self.content_sha256 is not None:
+            data[CONTENT_DIGEST_FIELD] = self.content_sha256
         return data
 
     @classmethod
@@ -410,6 +458,9 @@ class BundleManifest:
         created_at = data.get("created_at", "")
         if not isinstance(created_at, str):
             raise BundleError(f"manifest field 'created_at' must be a string, got {created_at!r}")
+        digest = data.get(CONTENT_DIGEST_FIELD)
+        if digest is not None and not _is_sha256(digest):
+            raise BundleError(f"manifest field {CONTENT_DIGEST_FIELD!r} must be 64 lowercase hex digits")
         manifest = cls(
             format_version=version,
             model_name=text("model_name"),
@@ -434,12 +485,34 @@ class BundleManifest:
             selftest=(
                 SelfTestTolerance.from_json(data["selftest"]) if data.get("selftest") is not None else None
             ),
+            content_sha256=digest,
         )
         manifest.check()
         return manifest
 
     def check(self) -> None:
-        """Internal consistency (labels vs output, features vs input, quantisation); BundleError if broken."""
+        """Internal consistency (labels vs output, features vs input, quantisation), and names that every
+        event can carry (the feature config bounds itself: FeatureConfig); BundleError if broken."""
+        # The name, the version and each label go into every event and heartbeat the device sends: one the
+        # wire refuses would have every event dead-lettered and every heartbeat refused.
+        if len(self.labels) > MAX_LABELS:
+            raise BundleError(
+                f"manifest field labels lists {len(self.labels)} labels; an event carries at most "
+                f"{MAX_LABELS} labels"
+            )
+        for where, value in (
+            ("model_name", self.model_name),
+            ("model_version", self.model_version),
+            *((f"labels[{i}]", label) for i, label in enumerate(self.labels)),
+        ):
+            reason = name_reason(value, where=f"manifest field {where}")
+            if reason:
+                raise BundleError(reason)
+        if len(self.created_at) > MAX_TIMESTAMP:
+            raise BundleError(
+                f"manifest field created_at must be a timestamp of at most {MAX_TIMESTAMP} characters, got "
+                f"{len(self.created_at)}"
+            )
         if self.swarm_label not in self.labels:
             raise BundleError(
                 f"swarm_label {self.swarm_label!r} is not one of the labels {list(self.labels)}"
@@ -521,6 +594,11 @@ class SelfTest:
 
     def check_shapes(self, manifest: BundleManifest) -> None:
         features, expected = np.asarray(self.features), np.asarray(self.expected)
+        if features.ndim >= 1 and features.shape[0] > MAX_SELFTEST_WINDOWS:
+            raise BundleError(
+                f"self-test has {features.shape[0]} windows, more than {MAX_SELFTEST_WINDOWS} (each runs "
+                "through the model at every load)"
+            )
         if features.ndim < 2 or features.shape[0] < 1 or features.shape[1:] != manifest.feature_shape:
             raise BundleError(
                 f"self-test features have shape {features.shape}; "
@@ -612,33 +690,68 @@ def default_selftest_atol(*, quantization: str, output_quant: QuantParams | None
     return selftest_tolerance(quantization=quantization, output_quant=output_quant).atol
 
 
+def content_digest(*, manifest: Mapping[str, Any], members: Mapping[str, bytes]) -> str:
+    """The bundle's content digest: the sha256 of the text of lines ``<name> <sha256 of its bytes>`` for the
+    manifest (its canonical JSON: keys sorted, no spaces, ASCII, without :data:`CONTENT_DIGEST_FIELD`), then
+    each of :data:`DIGEST_MEMBERS` that ``members`` holds, after a first line :data:`CONTENT_DIGEST_SCHEME`.
+
+    ``manifest`` is the manifest as JSON parses it (not :meth:`BundleManifest.to_json`: keys a newer
+    beeaudio wrote are covered too). Integrity only: anyone can recompute it after an edit.
+    """
+    document = {key: value for key, value in manifest.items() if key != CONTENT_DIGEST_FIELD}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    lines = [CONTENT_DIGEST_SCHEME, f"{MANIFEST_MEMBER} {sha256_hex(canonical.encode('ascii'))}"]
+    lines += [f"{name} {sha256_hex(members[name])}" for name in DIGEST_MEMBERS if name in members]
+    return sha256_hex("".join(f"{line}\n" for line in lines).encode("ascii"))
+
+
+#: What zipfile raises for an archive it cannot read, besides BadZipFile: a member's deflate stream that
+#: is damaged (zlib.error), truncated (EOFError), of an unknown method (NotImplementedError) or encrypted
+#: (RuntimeError).
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError,
+    RuntimeError,
+)  # fmt: skip
+
+
 def read_bundle(path: Path) -> Bundle:
-    """Read and verify a bundle: members, format version, manifest fields, feature config, checksum."""
+    """Read and verify a bundle: members (each within its size limit, none twice), format version, manifest
+    fields, feature config, checksums, the self-test's arrays (bounded before they are read)."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
     if not zipfile.is_zipfile(path):
         raise BundleError(f"{path}: not a model bundle (not a zip archive)")
     try:
+        with path.open("rb") as handle:
+            _check_directory(handle, where=str(path))
         with zipfile.ZipFile(path) as archive:
-            infos = {info.filename: info for info in archive.infolist()}
+            infos = _unique_members(archive, where=str(path))
             missing = [name for name in MEMBERS if name not in infos]
             if missing:
                 raise BundleError(f"{path}: bundle is missing member(s) {', '.join(missing)}")
-            too_big = [name for name in MEMBERS if infos[name].file_size > MAX_MEMBER_BYTES]
+            present = [name for name in MEMBER_LIMITS if name in infos]
+            sizes = {name: infos[name].file_size for name in present}
+            too_big = [
+                f"{name} declares {sizes[name]} bytes, more than the {MEMBER_LIMITS[name]} it may hold"
+                for name in present
+                if sizes[name] > MEMBER_LIMITS[name]
+            ]
             if too_big:
                 raise BundleError(
-                    f"{path}: member(s) {', '.join(too_big)} larger than {MAX_MEMBER_BYTES} bytes"
+                    f"{path}: {'; '.join(too_big)} (a member larger than that is a mistake or a zip bomb)"
                 )
-            data = {name: archive.read(name) for name in MEMBERS}
-            novelty_bytes = _read_novelty_member(path, archive, infos)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise BundleError(f"{path}: damaged bundle archive: {exc}") from exc
+            data = {name: archive.read(name) for name in present}
+    except _ARCHIVE_ERRORS as exc:
+        raise BundleError(f"{path}: damaged bundle archive: {type(exc).__name__}: {exc}") from exc
 
     try:
-        manifest_json = json.loads(data[MANIFEST_MEMBER].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest_json = json.loads(data[MANIFEST_MEMBER].decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{path}: manifest.json is not valid JSON: {exc}") from exc
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+    _verify_content_digest(path, manifest_json, data)
     try:
         manifest = BundleManifest.from_json(manifest_json)
     except BundleError as exc:
@@ -651,13 +764,19 @@ def read_bundle(path: Path) -> Bundle:
             f"the file has {digest} — the bundle is damaged or was altered"
         )
     try:
-        with np.load(io.BytesIO(data[SELFTEST_MEMBER]), allow_pickle=False) as npz:
-            selftest = SelfTest(
-                features=np.asarray(npz["features"], dtype=np.float32),
-                expected=np.asarray(npz["expected"], dtype=np.float32),
-                atol=float(npz["atol"]),
-            )
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        arrays = _npz_arrays(
+            where=f"{path}: {SELFTEST_MEMBER}",
+            data=data[SELFTEST_MEMBER],
+            max_bytes=MAX_SELFTEST_BYTES,
+            keys=("features", "expected", "atol"),
+            check=_check_selftest_headers,
+        )
+        selftest = SelfTest(
+            features=np.asarray(arrays["features"], dtype=np.float32),
+            expected=np.asarray(arrays["expected"], dtype=np.float32),
+            atol=float(arrays["atol"].reshape(())),
+        )
+    except (ValueError, *_ARCHIVE_ERRORS) as exc:
         raise BundleError(f"{path}: selftest.npz unreadable (needs features, expected, atol): {exc}") from exc
     try:
         selftest.check_shapes(manifest)
@@ -670,21 +789,147 @@ def read_bundle(path: Path) -> Bundle:
             f"{path}: selftest.npz has atol {selftest.atol:.6g} but the manifest's selftest section says "
             f"{manifest.selftest.atol:.6g} — the bundle was altered"
         )
-    detector = _novelty_detector(path, manifest, novelty_bytes)
+    detector = _novelty_detector(path, manifest, data.get(NOVELTY_MEMBER))
     return Bundle(
         path=path, manifest=manifest, model_bytes=data[MODEL_MEMBER], selftest=selftest, novelty=detector
     )
 
 
-def _read_novelty_member(
-    path: Path, archive: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]
-) -> bytes | None:
-    info = infos.get(NOVELTY_MEMBER)
-    if info is None:
-        return None
-    if info.file_size > MAX_NOVELTY_BYTES:
-        raise BundleError(f"{path}: member {NOVELTY_MEMBER} larger than {MAX_NOVELTY_BYTES} bytes")
-    return archive.read(NOVELTY_MEMBER)
+def _verify_content_digest(path: Path, manifest: Any, members: Mapping[str, bytes]) -> None:
+    """Refuse a bundle whose manifest or members are not what its content digest says; a manifest without
+    one (written before it) passes."""
+    declared = manifest.get(CONTENT_DIGEST_FIELD) if isinstance(manifest, dict) else None
+    if declared is None:
+        return
+    if not _is_sha256(declared):
+        raise BundleError(f"{path}: manifest field {CONTENT_DIGEST_FIELD!r} must be 64 lowercase hex digits")
+    actual = content_digest(manifest=manifest, members=members)
+    if actual != declared:
+        raise BundleError(
+            f"{path}: content checksum mismatch: the manifest's {CONTENT_DIGEST_FIELD} is {declared}, its "
+            f"manifest and members give {actual} — the bundle is damaged or was altered"
+        )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys, none twice: JSON keeps the last of two, another reader the first."""
+    counts = Counter(key for key, _ in pairs)
+    twice = sorted(key for key, n in counts.items() if n > 1)
+    if twice:
+        raise BundleError(f"manifest.json has key(s) {', '.join(map(repr, twice))} twice")
+    return dict(pairs)
+
+
+def _check_directory(handle: IO[bytes], *, where: str) -> None:
+    """Refuse an archive whose directory is larger than a bundle's, before zipfile parses it (it keeps every
+    entry in memory). Reads the end record as zipfile does (``zipfile._EndRecData``, zip64 included)."""
+    end_record = getattr(zipfile, "_EndRecData", None)
+    if end_record is None:  # not public API: without it, the member limits still hold
+        return
+    end = end_record(handle)
+    if end is None:
+        raise BundleError(f"{where} unreadable: not a zip archive")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > MAX_ARCHIVE_ENTRIES:
+        raise BundleError(f"{where}: the archive lists {entries} entries, more than {MAX_ARCHIVE_ENTRIES}")
+    if size > MAX_ARCHIVE_DIRECTORY_BYTES:
+        raise BundleError(
+            f"{where}: the archive's directory is {size} bytes, more than {MAX_ARCHIVE_DIRECTORY_BYTES}"
+        )
+
+
+def _unique_members(archive: zipfile.ZipFile, *, where: str) -> dict[str, zipfile.ZipInfo]:
+    """The archive's entries by name, refusing a name that is there twice: zipfile reads the last of them,
+    another unzip tool the first, so which one is the bundle?"""
+    infos = archive.infolist()
+    counts = Counter(info.filename for info in infos)
+    twice = sorted(name for name, n in counts.items() if n > 1)
+    if twice:
+        raise BundleError(f"{where}: the archive holds {', '.join(twice)} twice")
+    return {info.filename: info for info in infos}
+
+
+@dataclass(frozen=True)
+class _NpyHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _npz_arrays(
+    *,
+    where: str,
+    data: bytes,
+    max_bytes: int,
+    keys: Sequence[str] | None = None,
+    check: Callable[[Mapping[str, _NpyHeader]], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` member (``keys``, or all), each one's declared size and header checked
+    before it is read: np.load allocates whatever a header declares before it reads a byte (2 TB for a
+    header of a few hundred bytes), and a deflated array of zeros inflates a thousandfold. ``check`` sees
+    the headers (shape, dtype) first and raises BundleError for what it refuses."""
+    buffer = io.BytesIO(data)
+    _check_directory(buffer, where=where)
+    with zipfile.ZipFile(buffer) as npz:
+        infos = _unique_members(npz, where=where)
+        available = {name.removesuffix(".npy"): info for name, info in infos.items() if name.endswith(".npy")}
+        wanted = list(available) if keys is None else list(keys)
+        missing = [key for key in wanted if key not in available]
+        if missing:
+            raise BundleError(f"{where} lacks array(s) {', '.join(missing)}")
+        headers: dict[str, _NpyHeader] = {}
+        total = 0
+        for key in wanted:
+            info = available[key]
+            total += info.file_size
+            if total > max_bytes:
+                raise BundleError(
+                    f"{where} member {info.filename} declares {info.file_size} bytes, more than the "
+                    f"{max_bytes} the whole member may hold"
+                )
+            with npz.open(info) as stream:
+                header = _npy_header(stream, where=f"{where} member {info.filename}")
+            size = math.prod(header.shape) * header.dtype.itemsize
+            if size > info.file_size:  # a header that promises more than the member holds
+                raise BundleError(
+                    f"{where} member {info.filename}: its header declares a {header.dtype} array of shape "
+                    f"{header.shape} ({size} bytes), more than the member's {info.file_size} bytes"
+                )
+            headers[key] = header
+        if check is not None:
+            check(headers)
+        arrays = {}
+        for key in wanted:
+            with npz.open(available[key]) as stream:
+                arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
+    return arrays
+
+
+def _npy_header(stream: IO[bytes], *, where: str) -> _NpyHeader:
+    """The shape and dtype an ``.npy`` stream declares, read from its first bytes only."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise BundleError(f"{where}: .npy format version {version} is not one a bundle uses")
+    except (ValueError, SyntaxError, *_ARCHIVE_ERRORS) as exc:
+        raise BundleError(f"{where}: not an .npy array: {exc}") from exc
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise BundleError(f"{where}: holds {dtype} values; a bundle's arrays hold numbers")
+    return _NpyHeader(shape=tuple(int(d) for d in shape), dtype=dtype)
+
+
+def _check_selftest_headers(headers: Mapping[str, _NpyHeader]) -> None:
+    features, atol = headers["features"], headers["atol"]
+    if features.shape and features.shape[0] > MAX_SELFTEST_WINDOWS:
+        raise BundleError(
+            f"self-test has {features.shape[0]} windows, more than {MAX_SELFTEST_WINDOWS} (each runs through "
+            "the model at every load)"
+        )
+    if math.prod(atol.shape) != 1:
+        raise BundleError(f"self-test atol must be one number, got an array of shape {atol.shape}")
 
 
 def _novelty_detector(path: Path, manifest: BundleManifest, member: bytes | None) -> NoveltyDetector | None:
@@ -710,8 +955,7 @@ def _novelty_detector(path: Path, manifest: BundleManifest, member: bytes | None
         )  # fmt: skip
         return None
     try:
-        with np.load(io.BytesIO(member), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        arrays = _npz_arrays(where=f"{path}: {NOVELTY_MEMBER}", data=member, max_bytes=MAX_NOVELTY_BYTES)
         return NoveltyDetector.from_arrays(
             arrays,
             config=manifest.feature_config,
@@ -719,5 +963,5 @@ def _novelty_detector(path: Path, manifest: BundleManifest, member: bytes | None
             threshold=spec.threshold,
             n_classes=len(manifest.labels),
         )
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, *_ARCHIVE_ERRORS) as exc:
         raise BundleError(f"{path}: {NOVELTY_MEMBER} is not a usable novelty detector: {exc}") from exc

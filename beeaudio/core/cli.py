@@ -182,6 +182,7 @@ def _info(args: argparse.Namespace) -> int:
         f"window {fc.window_seconds:g} s / hop {fc.hop_seconds:g} s"
     )
     print(f"  sha256       {m.model_sha256}")
+    print(f"  content      {_content_line(bundle)}")
     print(f"  self-test    {len(bundle.selftest.features)} windows, atol {bundle.selftest.atol:.3g}")
     if training:
         dataset = training.get("dataset") or {}
@@ -197,6 +198,17 @@ def _info(args: argparse.Namespace) -> int:
         print(line + f", agreement with Keras {pct(checks['agreement'])}")
     print(f"  novelty      {_novelty_line(bundle)}")
     return 0
+
+
+def _content_line(bundle) -> str:  # bundle: beeaudio.core.bundle.Bundle
+    digest = bundle.manifest.content_sha256
+    if digest is None:
+        return (
+            "no content digest (an older bundle): an edit of its manifest or self-test is not detected; "
+            "re-export the run to add one"
+        )
+    covered = "manifest, model, self-test" + (", novelty detector" if bundle.manifest.novelty else "")
+    return f"sha256 {digest} (verified: {covered}; integrity, not a signature)"
 
 
 def _novelty_line(bundle) -> str:  # bundle: beeaudio.core.bundle.Bundle

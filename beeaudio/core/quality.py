@@ -143,10 +143,13 @@ class SignalQuality:
 
 def _zero_runs(mask: np.ndarray) -> tuple[int, int]:
     """Longest run of True inside a 1-D boolean array and longest touching either end, in samples."""
-    if not mask.any():
+    where = np.flatnonzero(mask)
+    if where.size == 0:
         return 0, 0
-    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    # Runs from the positions of the (in live sound, few) True samples: a run ends where they jump.
+    breaks = np.flatnonzero(np.diff(where) != 1)
+    starts = where[np.concatenate(([0], breaks + 1))]
+    stops = where[np.concatenate((breaks, [where.size - 1]))] + 1
     lengths = stops - starts
     at_edge = (starts == 0) | (stops == mask.size)
     inside = int(lengths[~at_edge].max()) if (~at_edge).any() else 0
@@ -164,15 +167,18 @@ def check_window(
         raise ValueError(f"samples must be a mono 1-D array, got shape {x.shape}")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if x.size == 0 or not np.all(np.isfinite(x)):
+    # A finite sum means finite samples (one pass instead of isfinite's two), unless huge float64 values
+    # overflowed it: then each sample is looked at.
+    total = float(np.sum(x)) if x.size else math.nan
+    if not math.isfinite(total) and (x.size == 0 or not np.all(np.isfinite(x))):
         # The decoder refuses non-finite audio; a caller passing it anyway gets no signal, not a crash.
         return SignalQuality(wire.QUALITY_NO_SIGNAL, SILENT_DBFS, 0.0, 0.0, 0.0, 0.0, x.size / sample_rate)
     magnitude = np.abs(x)
-    mean = float(x.mean())
+    mean = total / x.size if math.isfinite(total) else float(x.mean())  # x.mean() is this very division
     ac = x - mean
-    rms = math.sqrt(float(np.mean(ac * ac)))
+    rms = math.sqrt(float(np.mean(np.multiply(ac, ac, out=ac))))
     level = max(SILENT_DBFS, 20.0 * math.log10(rms)) if rms > 0.0 else SILENT_DBFS
-    clipped = float(np.mean(magnitude >= config.clip_level))
+    clipped = np.count_nonzero(magnitude >= config.clip_level) / x.size
     near_zero = magnitude <= max(config.zero_tolerance, config.zero_relative * rms)
     inside, edge = _zero_runs(near_zero)
     zero_run_s, edge_run_s = inside / sample_rate, edge / sample_rate

@@ -216,6 +216,12 @@ def _check_text(name: str, value: str, limit: int) -> None:
         raise EventError(f"{name} must be 1..{limit} characters")
 
 
+def is_unfamiliar(*, novelty: float | None, threshold: float | None) -> bool:
+    """The one rule for an unfamiliar window: a novelty score beyond the bundle's threshold (a window
+    without either was not scored, and is not unfamiliar)."""
+    return novelty is not None and threshold is not None and novelty > threshold
+
+
 @dataclass(frozen=True)
 class ClassificationEvent:
     """One analysis window's result. ``swarm_score`` is the probability of the model's swarm label."""
@@ -244,11 +250,7 @@ class ClassificationEvent:
     @property
     def unfamiliar(self) -> bool:
         """The window is beyond the novelty threshold: the model has not heard audio like it."""
-        return (
-            self.novelty is not None
-            and self.novelty_threshold is not None
-            and self.novelty > self.novelty_threshold
-        )
+        return is_unfamiliar(novelty=self.novelty, threshold=self.novelty_threshold)
 
     @property
     def is_evidence(self) -> bool:

@@ -15,7 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from beeaudio.collector.db import alerts, read_transaction, webhook_deliveries, write_transaction
+from beeaudio.collector.db import (
+    alerts,
+    lock_clause,
+    read_transaction,
+    webhook_deliveries,
+    write_transaction,
+)
 from beeaudio.collector.timeutil import iso_ms
 
 log = logging.getLogger(__name__)
@@ -128,13 +134,18 @@ def claim_due(*, engine: Engine, now_ms: int, lease_until_ms: int, limit: int) -
     """The deliveries due at ``now_ms``, each leased until ``lease_until_ms`` so no other worker takes it."""
     claimed: list[Delivery] = []
     with write_transaction(engine) as conn:
-        rows = conn.execute(
+        query = (
             sa.select(webhook_deliveries, alerts)
             .join(alerts, alerts.c.alert_id == webhook_deliveries.c.alert_id)
             .where(webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_ms <= now_ms)
             .order_by(webhook_deliveries.c.next_attempt_ms)
             .limit(limit)
-        ).all()
+        )
+        if lock_clause(conn):
+            # Replicas claim at the same moment: each skips the rows another is claiming rather than
+            # queueing behind it, so they deliver disjoint shares (SQLite serialises writers instead).
+            query = query.with_for_update(of=webhook_deliveries, skip_locked=True)
+        rows = conn.execute(query).all()
         for row in rows:
             # Lease the row by moving its next attempt: a second worker skips it (optimistic claim).
             result = conn.execute(

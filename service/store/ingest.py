@@ -50,6 +50,8 @@ class IngestResult:
     #: The re-evaluation of the hive's steps is not finished: it goes on in transactions of its own
     #: (:func:`beeaudio.collector.store.hive_state.finish_recomputes`), after the batch is committed.
     unfinished: bool = False
+    #: Events older than the retention horizon, not stored (counted in ``duplicates`` too).
+    expired: int = 0
 
 
 def _bucket(moment: datetime, *, bucket_seconds: int) -> int:
@@ -67,11 +69,19 @@ def store_batch(
     bucket_seconds: int,
     webhook_urls: list[str],
     now_ms: int,
+    keep_after_ms: int | None = None,
 ) -> IngestResult:
     """Insert the new events (ignoring ones already stored), fold them into rollups, move the state;
-    :class:`NotFound` if the device's hive does not exist."""
+    :class:`NotFound` if the device's hive does not exist. Events whose window starts before
+    ``keep_after_ms`` (the retention horizon, :func:`beeaudio.collector.retention.horizon_ms`) are not
+    stored: whether one was stored before its week was pruned cannot be known, so storing it could count
+    it twice."""
     unique: dict[str, ClassificationEvent] = {}
+    expired: set[str] = set()
     for event in batch:
+        if keep_after_ms is not None and to_ms(event.window_start) < keep_after_ms:
+            expired.add(event.event_id)
+            continue
         unique.setdefault(event.event_id, event)
     with write_transaction(engine) as conn:
         insert = insert_for(conn)
@@ -122,7 +132,7 @@ def store_batch(
             rows = [row for row in rows if row["event_id"] not in stored]
             if rows:
                 stmt = insert(events).on_conflict_do_nothing(
-                    index_elements=[events.c.device_id, events.c.event_id]
+                    index_elements=[events.c.device_id, events.c.event_id, events.c.window_start_ms]
                 )
                 conn.execute(stmt, rows)
             inserted = {row["event_id"] for row in rows}
@@ -195,6 +205,7 @@ def store_batch(
         accepted=len(inserted),
         duplicates=len(batch) - len(inserted),
         unfinished=unfinished,
+        expired=sum(1 for e in batch if e.event_id in expired),
     )
     log.debug(
         "batch %s from %s: %d new, %d duplicates",

@@ -198,7 +198,10 @@ def test_migrations_build_the_schema_the_code_uses(db_url: str) -> None:
     engine = make_engine(db_url)
     assert migrate.upgrade(engine=engine) == migrate.head_revision()
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        # PostgreSQL's partitions of events are tables to the database, part of events to the schema.
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"include_name": migrate.include_name}), metadata
+        )
     engine.dispose()
     assert diff == []
 

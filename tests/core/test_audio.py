@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,47 @@ def test_iter_windows_equals_windows_cut_from_load(
     again = list(iter_windows(path, config=CONFIG, block_seconds=60.0))
     assert len(again) == len(got)
     np.testing.assert_allclose(again[-1][1], got[-1][1], atol=1e-6)
+
+
+@pytest.mark.parametrize(("fmt", "channels"), [("WAV", 1), ("WAV", 2), ("FLAC", 1)])
+def test_16_bit_pcm_decodes_to_libsndfiles_own_floats(tmp_path: Path, fmt: str, channels: int) -> None:
+    """16-bit PCM is read as int16 and scaled here (faster than libsndfile's conversion): the very same
+    float32 samples, full scale included."""
+    rng = np.random.default_rng(7)
+    pcm = rng.integers(-32768, 32768, size=(3 * SR, channels), dtype=np.int16)
+    pcm[:2, 0] = (-32768, 32767)
+    path = tmp_path / f"pcm.{fmt.lower()}"
+    sf.write(path, pcm, SR, subtype="PCM_16", format=fmt)
+    theirs, _ = sf.read(path, dtype="float32", always_2d=True)
+    expected = theirs[:, 0] if channels == 1 else theirs.mean(axis=1, dtype=np.float32)
+    assert np.array_equal(load(path, sample_rate=SR), expected)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_streaming_in_resampler_pieces_gives_exactly_the_loaded_samples(tmp_path: Path, rate: int) -> None:
+    """iter_windows feeds soxr a 60 s block in pieces (audio._SOXR_PIECE_FRAMES): soxr's output does not
+    depend on how its input is cut, so every window is bit-identical to the whole-file load, with one
+    block or several."""
+    path = tmp_path / "long.wav"
+    sf.write(path, hive_like(rate, 75.0), rate, subtype="PCM_16")
+    whole = load(path, sample_rate=CONFIG.sample_rate)
+    for block_seconds in (60.0, 7.7):
+        got = list(iter_windows(path, config=CONFIG, block_seconds=block_seconds))
+        assert [s for s, _ in got] == list(window_starts(n_samples=whole.size, config=CONFIG))
+        for start, samples in got:
+            first = round(start * CONFIG.sample_rate)
+            expected = whole[first : first + CONFIG.window_samples]
+            assert np.array_equal(samples, expected), (block_seconds, start)
+
+
+def test_an_iterator_dropped_before_its_first_window_closes_its_file(tmp_path: Path) -> None:
+    """iter_windows decodes with the handle it probed with; unused, the generator frees it."""
+    path = write_wav(tmp_path / "x.wav", audio=hive_like(SR, 3.0), sample_rate=SR)
+    windows = iter_windows(path, config=CONFIG)
+    handle = weakref.ref(windows.gi_frame.f_locals["handle"])
+    assert not handle().closed
+    del windows
+    assert handle() is None  # freed, and a SoundFile closes its file when it is freed
 
 
 def test_iter_windows_memory_is_bounded_on_a_20_minute_file(tmp_path: Path) -> None:

@@ -711,7 +711,7 @@ def _selftest_npz(*, features_shape: tuple[int, ...], written: bool, n_expected:
         # 125 MB of windows in a 125 KB member.
         ((600_000, 52), True, 2, r"selftest\.npz member features\.npy declares \d+ bytes, more than"),
         # A header that promises 2 TB and holds nothing.
-        ((10**10, 52), False, 2, r"features\.npy .*\(10000000000, 52\).*more than"),
+        ((10**10, 52), False, 2, r"features\.npy: .*\(10000000000, 52\).*more than"),
         # Small enough in bytes, but every window is run through the model at every load.
         ((10_000, 52), True, 10_000, "self-test has 10000 windows, more than 256"),
     ],

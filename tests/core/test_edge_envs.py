@@ -42,8 +42,21 @@ for clip in clips:
         "label": result.label,
         "windows": [[w.probabilities[label] for label in classifier.labels] for w in result.windows],
     }
+# Several windows per interpreter call against one call each (batching switched off), on this runtime.
+from beeaudio.core.inference import ModelRunner
+ModelRunner._batching_works = lambda self: False
+single = Classifier.load(bundle)
+rng = numpy.random.default_rng(0)
+m = classifier.manifest
+x = rng.normal(0.0, 1.0, size=(19, *m.feature_shape)).astype(numpy.float32)
+x = x * numpy.asarray(m.feature_std or 1.0, numpy.float32)
+x = x + numpy.asarray(m.feature_mean or 0.0, numpy.float32)
 heavy_imported = sorted(m for m in ("tensorflow", "keras", "librosa") if m in sys.modules)
 print(json.dumps({
+    "batched": classifier.batched,
+    "single_batched": single.batched,
+    "batch_outputs": classifier.predict(x).tolist(),
+    "single_outputs": single.predict(x).tolist(),
     "runtime": classifier.runtime,
     "numpy": numpy.__version__,
     "heavy_installed": heavy_installed,
@@ -108,6 +121,10 @@ def test_bundle_runs_in_edge_environment(
     assert report["heavy_installed"] == [], f"{name} environment has {report['heavy_installed']} installed"
     assert report["heavy_imported"] == []
     assert report["runtime"] == runtime
+    # One interpreter call per batch of windows, on both runtimes, and bit for bit the int8 outputs of one
+    # call per window.
+    assert report["batched"] and not report["single_batched"]
+    np.testing.assert_array_equal(np.array(report["batch_outputs"]), np.array(report["single_outputs"]))
     if name == "tflite214":
         assert report["numpy"] == "1.26.4"
     for clip in clips:

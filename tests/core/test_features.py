@@ -7,6 +7,7 @@ float64; the differences measured are float32 rounding, at most ~1.2e-4.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -16,15 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beeaudio.core import audio
+from beeaudio.core import audio, features
 from beeaudio.core.features import (
     DELTA_WIDTH,
     FeatureConfig,
+    FeatureWorkspace,
     delta,
+    features_of_windows,
     level_dbfs,
     mel_filterbank,
     mfcc,
     window_features,
+    window_start_samples,
     window_starts,
 )
 from tests.conftest import require
@@ -166,6 +170,89 @@ def test_window_features_are_librosa_stats_per_window(needs_librosa: None, name:
         stacked = np.concatenate(parts, axis=1)
         expected = np.concatenate([stacked.mean(axis=0), stacked.std(axis=0)])
         assert_close_to_librosa(feats[i], expected)
+
+
+# -- the batched front end ---------------------------------------------------------------------------------
+def textbook_window_features(y: np.ndarray, c: FeatureConfig) -> np.ndarray:
+    """Window by window, frame by frame, as written down: Hann in time, the whole power spectrum, the
+    mel matrix, the DCT, ``delta`` and the statistics, all in float64."""
+    rows = []
+    for start in window_start_samples(n_samples=y.size, config=c):
+        window = np.asarray(y[start : start + c.window_samples], dtype=np.float64)
+        frames = np.stack(
+            [window[i : i + c.n_fft] for i in range(0, c.window_samples - c.n_fft + 1, c.hop_length)]
+        )
+        power = np.abs(np.fft.rfft(frames * features._periodic_hann(c.n_fft), axis=-1)) ** 2
+        db = 10.0 * np.log10(np.maximum(power @ mel_filterbank(config=c).T, 1e-10))
+        ceps = db @ features._dct_matrix(c.n_mfcc, c.n_mels).T
+        stacked = np.concatenate([ceps] + [delta(features=ceps, order=k) for k in range(1, c.deltas + 1)], 1)
+        if c.representation == "stats":
+            rows.append(np.concatenate([stacked.mean(axis=0), stacked.std(axis=0)]))
+        else:
+            rows.append(stacked)
+    return np.asarray(rows)
+
+
+@pytest.mark.parametrize("name", [*CONFIGS, "frames"])
+def test_the_batched_front_end_computes_the_textbook_features(name: str) -> None:
+    """One FFT call for all frames, the Hann window applied to the band's bins as its 3-tap spectrum, the
+    deltas as a matrix product: the textbook features to float32 rounding."""
+    c = CONFIGS.get(name) or FeatureConfig(representation="frames")
+    y = synthetic_signals(c.sample_rate, seconds=6.1)["hum+noise"]
+    expected = textbook_window_features(y, c)
+    np.testing.assert_allclose(window_features(audio=y, config=c), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_separate_windows_and_a_reused_workspace_give_the_same_features(name: str) -> None:
+    c = CONFIGS[name]
+    y = synthetic_signals(c.sample_rate, seconds=9.4)["chirp"]
+    expected = window_features(audio=y, config=c)
+    starts = window_start_samples(n_samples=y.size, config=c)
+    windows = np.stack([y[s : s + c.window_samples] for s in starts])
+    workspace = FeatureWorkspace()
+    for count in (len(windows), 1, 3, len(windows)):  # the workspace's arrays grow, shrink back, regrow
+        got = features_of_windows(windows=windows[:count], config=c, workspace=workspace)
+        np.testing.assert_allclose(got, expected[:count], rtol=1e-6, atol=1e-6)
+    one_by_one = [window_features(audio=w, config=c, workspace=workspace)[0] for w in windows]
+    np.testing.assert_allclose(np.asarray(one_by_one), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="windows must be"):
+        features_of_windows(windows=windows[:, 1:], config=c)
+
+
+def test_long_windows_compute_deltas_without_a_frames_squared_matrix() -> None:
+    """A bundle may declare a 60 s window of short frames (~16 000 frames): its deltas must not build the
+    dense frames x frames matrix the short windows use (2 GB), and they are the same features."""
+    import tracemalloc
+
+    c = FeatureConfig(n_fft=128, hop_length=64, n_mels=13, window_seconds=60.0, hop_seconds=60.0)
+    assert c.frames_per_window > features.DELTA_MATRIX_MAX_FRAMES
+    y = synthetic_signals(c.sample_rate, seconds=60.0)["hum+noise"]
+    tracemalloc.start()
+    try:
+        got = window_features(audio=y, config=c)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MB for one 60 s window"
+    np.testing.assert_allclose(got, textbook_window_features(y, c), rtol=1e-6, atol=1e-6)
+
+
+def test_a_band_at_the_spectrums_edge_is_windowed_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bin 0 has no lower neighbour for the windowing in the spectrum: a band that reaches it (no mel
+    filter of a valid configuration does, but rounding might) is windowed in time, to the same features."""
+    c = FeatureConfig()
+    y = synthetic_signals(SR, seconds=4.0)["hum+noise"]
+    expected = window_features(audio=y, config=c)
+    plan = features._plan(c)
+    lo = plan.band.start
+    widened = dataclasses.replace(
+        plan,
+        band=slice(0, plan.band.stop),
+        mel_pairs=np.concatenate([np.zeros((2 * lo, c.n_mels)), plan.mel_pairs]),
+    )
+    monkeypatch.setattr(features, "_plan", lambda config: widened)
+    np.testing.assert_allclose(window_features(audio=y, config=c), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_frames_representation_is_the_mfcc_delta_matrix() -> None:

@@ -12,14 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beeaudio.core import audio, features
+from beeaudio.core import audio, features, inference
 from beeaudio.core.bundle import QuantParams
 from beeaudio.core.inference import (
+    BATCH_WINDOWS,
+    MODEL_BATCH,
     Classifier,
     FileResult,
+    ModelRunner,
     RuntimeUnavailableError,
     WindowResult,
     dequantize,
+    make_interpreter,
     quantize,
     resolve_runtime,
 )
@@ -383,3 +387,83 @@ def test_classify_and_info_say_what_is_no_evidence(
     assert "no novelty detector (an older bundle)" in _cli("info", float_bundle).stdout
     info = _cli("info", novelty_bundle).stdout
     assert "gaussian-views/1 (features, shape), threshold" in info and "flags 1.00 % of 60" in info
+
+
+# -- batches of windows --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["int8", "float32"])
+def test_a_batch_gives_the_outputs_of_one_call_per_window(
+    kind: str, int8_bundle: Path, float_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MODEL_BATCH windows per interpreter call, the last batch padded: int8 outputs equal to those of one
+    call per window bit for bit, float32 to 1e-6; batches of every size around the padding."""
+    path = int8_bundle if kind == "int8" else float_bundle
+    batched = Classifier.load(path)
+    assert batched.batched
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelRunner, "_batching_works", lambda self: False)
+        single = Classifier.load(path)
+    assert not single.batched
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 1.0, size=(2 * MODEL_BATCH + 3, *batched.manifest.feature_shape)).astype(np.float32)
+    x *= np.asarray(batched.manifest.feature_std or 1.0, np.float32)
+    x += np.asarray(batched.manifest.feature_mean or 0.0, np.float32)
+    expected = single.predict(x)
+    for n in (1, MODEL_BATCH - 1, MODEL_BATCH, MODEL_BATCH + 1, len(x)):
+        got = batched.predict(x[:n])
+        if kind == "int8":
+            np.testing.assert_array_equal(got, expected[:n])
+        else:
+            np.testing.assert_allclose(got, expected[:n], rtol=1e-6, atol=1e-6)
+
+
+def test_a_runtime_that_cannot_resize_runs_one_window_per_call(
+    int8_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batching is tried once; a runtime refusing to resize the input (or computing batches otherwise)
+    leaves the runner on per-window calls, with the same results."""
+    reference = Classifier.load(int8_bundle)
+    x = reference.bundle.selftest.features
+    real = make_interpreter
+
+    class NoResize:
+        def __init__(self, interpreter: object) -> None:
+            self._interpreter = interpreter
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._interpreter, name)
+
+        def resize_tensor_input(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("ResizeInputTensor: fixed batch")
+
+    def fixed(**kwargs: object) -> tuple[object, str]:
+        interpreter, name = real(**kwargs)
+        return NoResize(interpreter), name
+
+    monkeypatch.setattr(inference, "make_interpreter", fixed)
+    classifier = Classifier.load(int8_bundle)
+    assert not classifier.batched
+    np.testing.assert_array_equal(classifier.predict(x), reference.predict(x))
+
+
+def test_windows_are_classified_in_batches_as_one_at_a_time(
+    novelty_bundle: Path, wav_and_mp3: tuple[Path, Path]
+) -> None:
+    """classify_windows takes BATCH_WINDOWS windows at a time (features, model and detector in one call
+    each): every window's result is the one it gets alone."""
+    classifier = Classifier.load(novelty_bundle)
+    windows = list(audio.iter_windows(wav_and_mp3[0], config=classifier.config))
+    assert len(windows) > BATCH_WINDOWS
+    together = list(classifier.classify_windows(windows))
+    alone = [classifier.classify_batch([w])[0] for w in windows]
+    assert [r.start_s for r in together] == [r.start_s for r in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert (a.label, a.quality, a.signal, a.level_dbfs) == (b.label, b.quality, b.signal, b.level_dbfs)
+        for label in classifier.labels:
+            assert a.probabilities[label] == pytest.approx(b.probabilities[label], abs=1e-6)
+        assert a.novelty == pytest.approx(b.novelty, rel=1e-6)
+    short = [*windows[:3], (3.0, windows[3][1][:-1])]
+    got = []
+    with pytest.raises(ValueError, match="the model needs"):
+        for result in classifier.classify_windows(short):
+            got.append(result)
+    assert len(got) == 3  # the windows before the bad one are classified

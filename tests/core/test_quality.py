@@ -204,3 +204,27 @@ def test_measures_and_json() -> None:
     assert check_window(samples=sine, sample_rate=RATE, config=stricter).verdict == wire.QUALITY_NO_SIGNAL
     with pytest.raises(ValueError, match="mono"):
         check_window(samples=np.zeros((2, 100)), sample_rate=RATE)
+
+
+def test_zero_runs_are_found_from_the_near_zero_positions() -> None:
+    """The runs are read off the positions of the near-zero samples; the same lengths as a scan of the
+    whole mask (the original way), on masks with runs inside, at both edges, single samples and none."""
+    from beeaudio.core.quality import _zero_runs
+
+    def scanned(mask: np.ndarray) -> tuple[int, int]:
+        edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        lengths, at_edge = stops - starts, (starts == 0) | (stops == mask.size)
+        inside = int(lengths[~at_edge].max()) if (~at_edge).any() else 0
+        return inside, int(lengths[at_edge].max()) if at_edge.any() else 0
+
+    rng = np.random.default_rng(3)
+    masks = [
+        np.zeros(50, bool),
+        np.ones(50, bool),
+        np.eye(1, 50, 0, dtype=bool)[0],
+        np.eye(1, 50, 49, dtype=bool)[0],
+    ]
+    masks += [rng.random(400) < p for p in (0.01, 0.3, 0.7, 0.95) for _ in range(25)]
+    for mask in masks:
+        assert _zero_runs(mask) == scanned(mask)

@@ -10,37 +10,16 @@ import argparse
 from pathlib import Path
 
 from beeaudio.core.console import guarded, progress_enabled, require_extra
-from beeaudio.desktop.commands.options import add_cache_options, cache_dir
+from beeaudio.desktop.commands.options import (
+    add_cache_options,
+    cache_dir,
+    name_list,
+    nonnegative_int_list,
+    nonnegative_number_list,
+)
 
 #: What the experiment imports (the ``train`` extra), looked for before any audio is decoded.
 EXPERIMENT_MODULES = ("tensorflow", "keras", "matplotlib")
-
-
-def _numbers(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-    if not values or any(not v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
-    return values
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return values
 
 
 def register_experiment(sub: argparse._SubParsersAction) -> None:
@@ -61,19 +40,19 @@ def register_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="report folder (created)")
     p.add_argument(
         "--minutes",
-        type=_numbers,
+        type=nonnegative_number_list,
         default=(0.0, 1.0, 2.0, 5.0, 10.0),
         help="labelled minutes (default 0,1,2,5,10)",
     )
     p.add_argument(
         "--seeds",
-        type=_seeds,
+        type=nonnegative_int_list,
         default=(0, 1, 2),
         help="seeds, each with its own target hives (default 0,1,2)",
     )
     p.add_argument(
         "--strategies",
-        type=_names,
+        type=name_list,
         default=("informative", "random"),
         help="how the labelled windows are picked: informative (as label suggest), uncertain, unfamiliar, "
         "random (default informative,random)",

@@ -18,6 +18,8 @@ from beeaudio.desktop.commands.options import (
     cache_dir,
     feature_config,
     feature_overrides,
+    name_list,
+    nonnegative_int_list,
     positive_int_list,
 )
 from beeaudio.desktop.feature_presets import FeatureSpecError, front_end
@@ -72,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     codec.add_argument(
         "--band",
-        type=_band_list,
+        type=name_list,
         default=None,
         metavar="FRONT_END,FRONT_END...",
         help="compare these front ends side by side in one report (presets or JSON/TOML files, e.g. "
@@ -115,13 +117,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return 2
 
     parser.set_defaults(func=_usage)
-
-
-def _band_list(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated presets or files, got {text!r}")
-    return values
 
 
 def _front_ends(args: argparse.Namespace) -> tuple:
@@ -201,7 +196,7 @@ def _register_calibration(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="report folder (created)")
     p.add_argument(
         "--seeds",
-        type=positive_or_zero_int_list,
+        type=nonnegative_int_list,
         default=(0, 1, 2, 3, 4),
         help="seeds: each draws its own splits and trains its own models (default 0,1,2,3,4)",
     )
@@ -210,7 +205,7 @@ def _register_calibration(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--conditions",
-        type=_name_list,
+        type=name_list,
         default=("none", "cmn", "feature-mean"),
         help="calibrations compared, among none, cmn, feature-mean (default all three)",
     )
@@ -218,24 +213,6 @@ def _register_calibration(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-novelty", action="store_true", help="skip fitting a novelty detector per model")
     add_cache_options(p)
     p.set_defaults(func=guarded("experiment calibration", _calibration))
-
-
-def _name_list(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return values
-
-
-def positive_or_zero_int_list(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` → ``(0, 1, 2)``: seeds may be 0."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
 
 
 def _calibration(args: argparse.Namespace) -> int:

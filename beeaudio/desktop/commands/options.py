@@ -10,15 +10,47 @@ from beeaudio.desktop.datasets import default_cache_dir
 from beeaudio.desktop.feature_presets import PRESETS, resolve
 
 
-def positive_int_list(text: str) -> tuple[int, ...]:
-    """``"16,32,64"`` → ``(16, 32, 64)``: bitrates, layer counts and widths are all positive."""
+def _split(text: str, *, kind: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}")
+    return values
+
+
+def _int_list(text: str, *, minimum: int, kind: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in _split(text, kind="integers"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if any(v < minimum for v in values):
+        raise argparse.ArgumentTypeError(f"expected {kind} integers, got {text!r}")
     return values
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """``"16,32,64"`` → ``(16, 32, 64)``: bitrates, layer counts and widths are all positive."""
+    return _int_list(text, minimum=1, kind="positive")
+
+
+def nonnegative_int_list(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` → ``(0, 1, 2)``: seeds may be 0."""
+    return _int_list(text, minimum=0, kind="non-negative")
+
+
+def nonnegative_number_list(text: str) -> tuple[float, ...]:
+    """``"0,1,2.5"`` → ``(0.0, 1.0, 2.5)``: minutes, shares."""
+    try:
+        values = tuple(float(v) for v in _split(text, kind="numbers"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if any(not v >= 0 for v in values):  # `not >=` also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``"none, cmn"`` → ``("none", "cmn")``: names, presets or files."""
+    return _split(text, kind="names")
 
 
 def add_cache_options(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from beeaudio.desktop.commands.options import (
     add_feature_options,
     cache_dir,
     feature_config,
+    name_list,
     positive_int_list,
 )
 from beeaudio.desktop.training import quiet_tensorflow
@@ -36,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_evaluate(subparsers)
 
 
-def _name_list(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
+def _class_list(text: str) -> tuple[str, ...]:
+    values = name_list(text)
     if len(values) < 2:
         raise argparse.ArgumentTypeError(f"expected at least two comma-separated names, got {text!r}")
     return values
@@ -63,7 +64,7 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recordings", type=int, default=4, help="recordings per hive and class (default 4)")
     p.add_argument(
         "--classes",
-        type=_name_list,
+        type=_class_list,
         default=("normal", "swarm"),
         help="comma-separated classes (default normal,swarm)",
     )
