@@ -8,8 +8,10 @@ Where they are comes from the environment, with the defaults of this project's C
 ``BEEAUDIO_REAL_DATA`` (the real recordings), ``BEEAUDIO_CHROMIUM`` (the browser, else ``chromium`` on the
 PATH), ``BEEAUDIO_EDGE_PYTHON`` / ``BEEAUDIO_TFLITE214_PYTHON`` (the edge environments).
 
-``pytest -m "not slow"`` is the edit-test loop (under a minute): it leaves out the tests that train models,
-run the demo or drive a browser. The whole run (plain ``pytest``) is what CI and the README run.
+``pytest -m "not slow"`` is the edit-test loop (under a minute): it leaves out the tests that train or
+convert models, run the demo, drive a browser, start a broker, fuzz the API or wait on the wall clock, and
+the PostgreSQL copy of every test that runs on both databases (the SQLite copy stays). The whole run
+(plain ``pytest``) is what CI and the README run.
 """
 
 from __future__ import annotations
@@ -55,12 +57,16 @@ def real_data_dir() -> Path:
     return SHARED_REAL
 
 
-#: Fixtures that train a model (TensorFlow, tens of seconds): a test that uses one is slow.
-TRAINING_FIXTURES = frozenset({"tiny_run", "tiny_bundle", "tiny_bundle_float32", "bundle", "bundle_f32"})
+#: Fixtures that train or convert models (TensorFlow, seconds to tens of seconds) or start a broker: a
+#: test that uses one is slow.
+SLOW_FIXTURES = frozenset(
+    {"tiny_run", "tiny_bundle", "tiny_bundle_float32", "bundle", "bundle_f32", "model_bundles", "broker"}
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        # The PostgreSQL copy of a both-databases test: the fast loop keeps its SQLite copy.
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.slow)

@@ -27,6 +27,9 @@ from schemathesis.checks import (
 
 from tests.fixtures.collector import ADMIN, Collector, bearer
 
+#: A fuzz run: the full suite's, not the edit loop's.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("BEEAUDIO_FUZZ_EXAMPLES", "6"))
 CHECKS = [
     not_a_server_error,

@@ -229,6 +229,7 @@ def _fake_python(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # waits on the wall clock (restarts, back-off, a hang cut short)
 def test_the_child_reports_where_it_died_and_hangs_are_cut_short(tmp_path: Path) -> None:
     bundle = tmp_path / "any.beemodel"
     bundle.write_bytes(b"")

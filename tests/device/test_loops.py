@@ -164,6 +164,7 @@ def test_a_failing_heartbeat_or_model_poll_does_not_stop_the_thread(tmp_path: Pa
             outbox.close()
 
 
+@pytest.mark.slow  # waits on the wall clock (restarts, back-off, a hang cut short)
 def test_the_recorder_supervisor_survives_its_own_errors(tmp_path: Path) -> None:
     """The recorder's log cannot be opened (a folder stands where the file should be): the supervisor
     reports, backs off and retries; once it can, the recorder runs."""

@@ -137,6 +137,7 @@ def test_auth_and_transient_errors_are_retried_not_dropped(tmp_path, status):
         assert outbox.depth() == 0
 
 
+@pytest.mark.slow  # waits on the wall clock (restarts, back-off, a hang cut short)
 def test_retry_after_is_honoured(tmp_path):
     with (
         Outbox(path=tmp_path / "o.sqlite", max_events=100) as outbox,

@@ -193,6 +193,7 @@ sys.exit(3)   # a recorder that dies: it must be restarted
 """
 
 
+@pytest.mark.slow  # waits on the wall clock (restarts, back-off, a hang cut short)
 def test_supervisor_restarts_a_dying_recorder(tmp_path):
     script = tmp_path / "fake_recorder.py"
     script.write_text(FAKE_RECORDER)
