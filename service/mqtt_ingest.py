@@ -44,13 +44,10 @@ from pydantic import ValidationError
 
 from beeaudio.collector.context import AppContext
 from beeaudio.collector.http_errors import status_of
-from beeaudio.collector.ingest import parse_batch
-from beeaudio.collector.retention import horizon_ms
+from beeaudio.collector.intake import finish_walk, take_batch
 from beeaudio.collector.schemas import BatchIn, HeartbeatIn
 from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat, token_owner
 from beeaudio.collector.store.errors import Forbidden, StoreError
-from beeaudio.collector.store.hive_state import finish_recomputes
-from beeaudio.collector.store.ingest import store_batch
 from beeaudio.collector.tokens import token_digest
 from beeaudio.core import mqtt_wire, wire
 
@@ -293,24 +290,7 @@ class MqttIngest:
             return _refused("malformed", 422, f"body: not a JSON batch ({type(exc).__name__})")
         now_ms = context.clock_ms()
         try:
-            checked = parse_batch(
-                body=checked_body,
-                device=sender,
-                max_events=settings.max_batch_events,
-                future_tolerance_ms=int(settings.future_tolerance_seconds * 1000),
-                now_ms=now_ms,
-            )
-            result = store_batch(
-                engine=context.engine,
-                device=sender,
-                batch_id=checked.batch_id,
-                batch=checked.events,
-                defaults=context.defaults,
-                bucket_seconds=settings.bucket_seconds,
-                webhook_urls=context.webhook_urls,
-                now_ms=now_ms,
-                keep_after_ms=horizon_ms(retention_days=settings.retention_days, now_ms=now_ms),
-            )
+            result = take_batch(context=context, device=sender, body=checked_body, now_ms=now_ms)
         except Forbidden as exc:
             kind = "other_hive" if ": hive_id " in str(exc) else "forged"
             return _refused(kind, 403, str(exc))
@@ -326,21 +306,13 @@ class MqttIngest:
         self.counters.add(
             batches_stored=1, events_accepted=result.accepted, events_duplicate=result.duplicates
         )
-        # The same figures as an HTTP batch (/metrics): ingest is ingest, whichever way it came.
-        context.metrics.observe_batch(
-            size=len(checked.events),
-            accepted=result.accepted,
-            duplicates=result.duplicates,
-            expired=result.expired,
-        )
         if result.unfinished:
             # As over HTTP: the rest of a long re-evaluation after the answer (here: after the commit).
             threading.Thread(
-                target=finish_recomputes,
-                kwargs={"engine": context.engine, "defaults": context.defaults,
-                        "webhook_urls": context.webhook_urls, "now_ms": now_ms, "hive_id": sender.hive_id},
+                target=finish_walk,
+                kwargs={"context": context, "hive_id": sender.hive_id, "now_ms": now_ms},
                 daemon=True,
-            ).start()  # fmt: skip
+            ).start()
         return Outcome(
             status=200,
             body={"batch_id": result.batch_id, "accepted": result.accepted, "duplicates": result.duplicates},

@@ -10,12 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from beeaudio.collector.auth import Principal, require_device, require_own_device
 from beeaudio.collector.context import AppContext, get_context
 from beeaudio.collector.http_errors import error_responses
-from beeaudio.collector.ingest import parse_batch
-from beeaudio.collector.retention import horizon_ms
+from beeaudio.collector.intake import finish_walk, take_batch
 from beeaudio.collector.schemas import BatchIn, BatchOut, HeartbeatIn, HeartbeatOut
 from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat
-from beeaudio.collector.store.hive_state import finish_recomputes
-from beeaudio.collector.store.ingest import store_batch
 from beeaudio.core import wire
 
 router = APIRouter(prefix=wire.API_PREFIX, tags=["devices"])
@@ -40,42 +37,11 @@ async def post_events(
     nothing of the batch was stored, a 503 (with ``Retry-After``) that it may be sent again later."""
     device = _device(principal)
     now_ms = context.clock_ms()
-    checked = parse_batch(
-        body=batch.model_dump(by_alias=True),
-        device=device,
-        max_events=context.settings.max_batch_events,
-        future_tolerance_ms=int(context.settings.future_tolerance_seconds * 1000),
-        now_ms=now_ms,
-    )
     result = await run_in_threadpool(
-        store_batch,
-        engine=context.engine,
-        device=device,
-        batch_id=checked.batch_id,
-        batch=checked.events,
-        defaults=context.defaults,
-        bucket_seconds=context.settings.bucket_seconds,
-        webhook_urls=context.webhook_urls,
-        now_ms=now_ms,
-        keep_after_ms=horizon_ms(retention_days=context.settings.retention_days, now_ms=now_ms),
-    )
-    context.metrics.observe_batch(
-        size=len(checked.events),
-        accepted=result.accepted,
-        duplicates=result.duplicates,
-        expired=result.expired,
+        take_batch, context=context, device=device, body=batch.model_dump(by_alias=True), now_ms=now_ms
     )
     if result.unfinished:
-        # A late batch that changes days of steps: the rest of the walk runs after the answer, in
-        # transactions of its own, so neither this device nor other hives wait for it.
-        background.add_task(
-            finish_recomputes,
-            engine=context.engine,
-            defaults=context.defaults,
-            webhook_urls=context.webhook_urls,
-            now_ms=now_ms,
-            hive_id=device.hive_id,
-        )
+        background.add_task(finish_walk, context=context, hive_id=device.hive_id, now_ms=now_ms)
     return BatchOut(batch_id=result.batch_id, accepted=result.accepted, duplicates=result.duplicates)
 
 

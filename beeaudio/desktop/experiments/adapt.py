@@ -364,7 +364,6 @@ def run_adapt(
 
     from beeaudio.desktop import datasets
     from beeaudio.desktop.experiments import adapt_report
-    from beeaudio.desktop.training.train import is_synthetic
 
     common.quiet_tensorflow()
     started = time.perf_counter()
@@ -395,16 +394,7 @@ def run_adapt(
         "base_train_config": base_config.to_dict(),
         "fine_tune_config": _train_config(config, seed=config.seeds[0], fine_tune=True).to_dict(),
         "feature_config": feature_config.to_dict(),
-        "data": {
-            "path": str(data),
-            "synthetic": is_synthetic(data),
-            "recordings": len(recordings),
-            "hives": len({r.hive for r in recordings}),
-            "windows": len(windows),
-            "load_seconds": float(windows.load_seconds),
-            "compute_seconds": float(windows.compute_seconds),
-            "cache_hits": int(windows.cache_hits),
-        },
+        "data": common.data_summary(data=data, recordings=recordings, windows=windows),
         "rows": rows,
         "summary": summarize(rows=rows),
         "timing": {"total_seconds": time.perf_counter() - started},

@@ -224,7 +224,6 @@ def run_calibration(
     into ``out``; return the results."""
     from beeaudio.desktop import datasets
     from beeaudio.desktop.experiments import calibration_report
-    from beeaudio.desktop.training.train import is_synthetic
 
     common.quiet_tensorflow()
     started = time.perf_counter()
@@ -308,17 +307,10 @@ def run_calibration(
         "train_config": _train_config(config, seed=config.seeds[0]).to_dict(),
         "feature_config": feature_config.to_dict(),
         "data": {
-            "path": str(data),
-            "synthetic": is_synthetic(data),
-            "recordings": len(recordings),
-            "hives": len(families),
-            "windows": len(windows),
+            **common.data_summary(data=data, recordings=recordings, windows=windows, hives=len(families)),
             "families": {
                 f: sorted(h for h, v in families.items() if v == f) for f in sorted(set(families.values()))
             },
-            "load_seconds": float(windows.load_seconds),
-            "compute_seconds": float(windows.compute_seconds),
-            "cache_hits": int(windows.cache_hits),
         },
         "rows": rows,
         "summary": summarize(rows=rows),

@@ -158,6 +158,24 @@ def align(*, reference: Any, other: Any) -> np.ndarray:
     return np.array([index[key] for key in keys], dtype=np.int64)
 
 
+def data_summary(
+    *, data: Path, recordings: Sequence[Any], windows: Any, hives: int | None = None
+) -> dict[str, Any]:
+    """What an experiment's results say about its data: where, synthetic or not, how much, how long."""
+    from beeaudio.desktop.training.train import is_synthetic
+
+    return {
+        "path": str(data),
+        "synthetic": is_synthetic(data),
+        "recordings": len(recordings),
+        "hives": len({r.hive for r in recordings}) if hives is None else hives,
+        "windows": len(windows),
+        "load_seconds": float(windows.load_seconds),
+        "compute_seconds": float(windows.compute_seconds),
+        "cache_hits": int(windows.cache_hits),
+    }
+
+
 def seed_everything(*, seed: int) -> None:
     """Seed Python, numpy and TensorFlow (``fit_model`` reseeds before every model).
 
