@@ -23,6 +23,7 @@ on loopback, with an httpx client in this process:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -40,6 +41,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from beeaudio.collector.db import scratch_schema
 from beeaudio.collector.launch import RunningCollector, start_collector
 from beeaudio.core.wire import ClassificationEvent, make_batch
 
@@ -68,17 +70,9 @@ def make_db(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
     if kind == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:6]}.db"
         return f"sqlite:///{path}", lambda: None
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
-
-    return f"{PG_BASE}?options=-csearch_path%3D{schema}", drop
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(scratch_schema(base_url=PG_BASE, prefix="bench"))
+    return url, stack.close
 
 
 def register(client: httpx.Client, *, hives: int) -> list[dict[str, str]]:

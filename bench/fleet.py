@@ -32,6 +32,7 @@ free loopback port with its own configuration; never the system broker). Not par
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -53,6 +54,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from beeaudio.collector.db import scratch_schema
 from beeaudio.collector.launch import RunningCollector, free_port, start_collector
 from beeaudio.core import mqtt_wire
 from beeaudio.core.wire import BATCH_SCHEMA, EVENT_SCHEMA, EVENTS_PATH, hive_path
@@ -121,17 +123,9 @@ class Result:
 
 # -- the fleet --------------------------------------------------------------------------------------------
 def make_schema() -> tuple[str, Callable[[], None]]:
-    schema = f"fleet_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # generated here, not user input
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
-
-    return f"{PG_BASE}?options=-csearch_path%3D{schema}", drop
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(scratch_schema(base_url=PG_BASE, prefix="fleet"))
+    return url, stack.close
 
 
 def register_fleet(*, db_url: str, n: int) -> list[Device]:

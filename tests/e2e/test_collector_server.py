@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -20,7 +18,7 @@ import pytest
 
 from beeaudio.collector.launch import RunningCollector, start_collector
 from beeaudio.core.wire import make_batch
-from tests.fixtures.collector import ADMIN, ADMIN_TOKEN, timeline
+from tests.fixtures.collector import ADMIN, ADMIN_TOKEN, WebhookReceiver, timeline
 
 pytestmark = pytest.mark.slow
 
@@ -34,42 +32,10 @@ def cli(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-class Receiver:
-    """A real webhook endpoint on loopback that remembers what it was sent."""
-
-    def __init__(self) -> None:
-        received: list[dict] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                return
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_real_server_survives_sigkill_after_acknowledging(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     env = {
         "BEEAUDIO_DATABASE_URL": db_url,
         "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -144,7 +110,7 @@ def test_real_server_says_why_and_sends_microphone_silent(
 ) -> None:
     """A device whose microphone dies: the status says so in words, and ``microphone_silent`` reaches a
     real webhook receiver once; an old device next to it keeps sending v1 events."""
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     env = {
         "BEEAUDIO_DATABASE_URL": db_url,
         "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -11,12 +11,9 @@ import json
 import random
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +25,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from beeaudio.collector.launch import CollectorStartError, RunningCollector, start_collector
 from beeaudio.core.wire import ClassificationEvent, make_batch
-from tests.conftest import require
 from tests.fixtures.collector import (
     ADMIN,
     ADMIN_TOKEN,
-    PG_BASE,
     Clock,
+    WebhookReceiver,
     bearer,
     make_settings,
-    pg_schema_url,
     timeline,
 )
 
@@ -46,59 +41,6 @@ HIVES = [f"hive-{i}" for i in range(8)]
 QUIET = "quiet"  # sends once, then goes silent: the sweep raises hive_offline for it, once
 QUIET_PARAMS = {"offline_after_seconds": 3.0}
 SWEEP_SECONDS = 1.0
-
-
-class CountingReceiver:
-    """A real webhook endpoint on loopback that counts every delivery of every alert."""
-
-    def __init__(self) -> None:
-        self.deliveries: Counter[str] = Counter()
-        self.payloads: dict[str, dict[str, Any]] = {}
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                payload = json.loads(self.rfile.read(length))
-                with lock:
-                    outer.deliveries[payload["alert_id"]] += 1
-                    outer.payloads[payload["alert_id"]] = payload
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def pg_url(postgres_available: bool) -> Iterator[str]:
-    """A fresh PostgreSQL schema, dropped afterwards (replicas need PostgreSQL)."""
-    require(postgres_available, "PostgreSQL is not reachable on 127.0.0.1:5432 (database 'test')")
-    schema = f"bee_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # test-generated identifier
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
 
 
 def _events(now: datetime) -> dict[str, list[ClassificationEvent]]:
@@ -209,7 +151,7 @@ def _sweeps_run(clients: list[httpx.Client]) -> float:
 
 
 def test_three_replicas_give_the_result_of_one(pg_url: str, tmp_path: Path) -> None:
-    receiver = CountingReceiver()
+    receiver = WebhookReceiver()
     env = {
         "BEEAUDIO_DATABASE_URL": pg_url,
         "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
