@@ -335,12 +335,6 @@ def summarize(*, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "condition": condition,
                 "seeds": [r["seed"] for r in cell],
             }
-            for metric in METRICS:
-                values = np.array([r[metric] for r in cell if r.get(metric) is not None], dtype=np.float64)
-                values = values[np.isfinite(values)]
-                entry[metric] = float(values.mean()) if values.size else None
-                entry[f"{metric}_sd"] = (
-                    float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else None)
-                )
+            entry.update(common.seed_statistics(cell=cell, metrics=METRICS))
             out.append(entry)
     return out

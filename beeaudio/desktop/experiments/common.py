@@ -176,6 +176,18 @@ def data_summary(
     }
 
 
+def seed_statistics(*, cell: Sequence[dict[str, Any]], metrics: Sequence[str]) -> dict[str, float | None]:
+    """``metric`` and ``metric_sd`` for each metric over the rows of one cell (one row per seed): the mean
+    and the sample standard deviation (ddof 1; 0 with one seed) of its finite values, None without any."""
+    out: dict[str, float | None] = {}
+    for metric in metrics:
+        values = np.array([r[metric] for r in cell if r.get(metric) is not None], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[metric] = float(values.mean()) if values.size else None
+        out[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else None)
+    return out
+
+
 def seed_everything(*, seed: int) -> None:
     """Seed Python, numpy and TensorFlow (``fit_model`` reseeds before every model).
 
