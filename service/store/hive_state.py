@@ -605,18 +605,44 @@ def walk_steps(
     until: int,
     params: StateParams,
     max_steps: int | None = None,
-) -> tuple[Walk, dict[str, Any]]:
+) -> Walk:
     """:func:`recompute_steps` for a batch's buckets, taking over the rest of an unfinished walk: while
     one is pending (``recompute_from``), the steps from there on may not follow from their predecessors,
-    so the walk starts there (or earlier) and goes at least to its ``until``. Returns the walk and the
-    state-row values that record what is left of it."""
+    so the walk starts there (or earlier) and goes at least to its ``until``."""
     if current.recompute_from is not None:
         first_bucket = min(first_bucket, current.recompute_from)
         until = max(until, current.recompute_until if current.recompute_until is not None else until)
-    walk = recompute_steps(
+    return recompute_steps(
         conn=conn, hive_id=hive_id, first_bucket=first_bucket, until=until, params=params, max_steps=max_steps
     )
-    return walk, _pending(walk)
+
+
+def walk_outcome(
+    *,
+    conn: Connection,
+    hive_id: str,
+    walk: Walk,
+    current: Any,
+    params: StateParams,
+    webhook_urls: list[str],
+    now_ms: int,
+) -> dict[str, Any]:
+    """The state-row values a walk leads to: what is left of it, and, when it reached the newest bucket,
+    the state its last step gives (with the alerts that change brings, :func:`apply_step`)."""
+    values = _pending(walk)
+    if walk.last is not None:
+        values.update(
+            apply_step(
+                conn=conn,
+                hive_id=hive_id,
+                step=walk.last,
+                current=current,
+                params=params,
+                webhook_urls=webhook_urls,
+                now_ms=now_ms,
+            )
+        )
+    return values
 
 
 def _pending(walk: Walk) -> dict[str, Any]:
@@ -664,19 +690,17 @@ def rederive(
     walk = recompute_steps(
         conn=conn, hive_id=hive_id, first_bucket=first, until=last, params=params, max_steps=max_steps
     )
-    values.update(_pending(walk))
-    if walk.last is not None:
-        values.update(
-            apply_step(
-                conn=conn,
-                hive_id=hive_id,
-                step=walk.last,
-                current=current,
-                params=params,
-                webhook_urls=webhook_urls,
-                now_ms=now_ms,
-            )
+    values.update(
+        walk_outcome(
+            conn=conn,
+            hive_id=hive_id,
+            walk=walk,
+            current=current,
+            params=params,
+            webhook_urls=webhook_urls,
+            now_ms=now_ms,
         )
+    )
     return values
 
 
@@ -706,19 +730,18 @@ def continue_recompute(
             params=params,
             max_steps=max_steps,
         )
-        values: dict[str, Any] = {"updated_ms": now_ms, **_pending(walk)}
-        if walk.last is not None:
-            values.update(
-                apply_step(
-                    conn=conn,
-                    hive_id=hive_id,
-                    step=walk.last,
-                    current=current,
-                    params=params,
-                    webhook_urls=webhook_urls,
-                    now_ms=now_ms,
-                )
-            )
+        values: dict[str, Any] = {
+            "updated_ms": now_ms,
+            **walk_outcome(
+                conn=conn,
+                hive_id=hive_id,
+                walk=walk,
+                current=current,
+                params=params,
+                webhook_urls=webhook_urls,
+                now_ms=now_ms,
+            ),
+        }
         conn.execute(sa.update(hive_state).where(hive_state.c.hive_id == hive_id).values(**values))
     return walk.resume_at is not None
 

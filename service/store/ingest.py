@@ -35,7 +35,13 @@ from beeaudio.collector.state import (
 from beeaudio.collector.store.alerts import HIVE_BACK, record_alert
 from beeaudio.collector.store.devices import DeviceIdentity
 from beeaudio.collector.store.errors import NotFound
-from beeaudio.collector.store.hive_state import RULES_VERSION, apply_step, rederive, until_for, walk_steps
+from beeaudio.collector.store.hive_state import (
+    RULES_VERSION,
+    rederive,
+    until_for,
+    walk_outcome,
+    walk_steps,
+)
 from beeaudio.collector.timeutil import to_ms
 from beeaudio.core.wire import ClassificationEvent
 
@@ -163,7 +169,7 @@ def store_batch(
                 )
                 unfinished = values["recompute_from"] is not None
             else:
-                walk, pending = walk_steps(
+                walk = walk_steps(
                     conn=conn,
                     hive_id=device.hive_id,
                     current=current,
@@ -171,20 +177,18 @@ def store_batch(
                     until=until_for(last_touched=max(touched), params=params),
                     params=params,
                 )
-                values.update(pending)
                 unfinished = walk.resume_at is not None
-                if walk.last is not None:
-                    values.update(
-                        apply_step(
-                            conn=conn,
-                            hive_id=device.hive_id,
-                            step=walk.last,
-                            current=current,
-                            params=params,
-                            webhook_urls=webhook_urls,
-                            now_ms=now_ms,
-                        )
+                values.update(
+                    walk_outcome(
+                        conn=conn,
+                        hive_id=device.hive_id,
+                        walk=walk,
+                        current=current,
+                        params=params,
+                        webhook_urls=webhook_urls,
+                        now_ms=now_ms,
                     )
+                )
         if current.offline_alerted:
             values["offline_alerted"] = False
             record_alert(
