@@ -1,7 +1,8 @@
 """Home Assistant over MQTT: each hive's state on its own retained topic, and discovery configs that make
 each hive a device with its sensors.
 
-Per hive (``mqtt_wire.hive_state_topic``, retained, JSON): ``state``, ``swarming`` (``ON``/``OFF``),
+Per hive (``mqtt_wire.hive_state_topic``, retained, JSON): ``state``, ``swarming`` (``ON``/``OFF``, null
+while the state is unknown or offline),
 ``swarm_score`` (0..1) and ``swarm_score_pct``, ``last_seen`` (ISO 8601), ``level_dbfs`` (the mean level of
 the latest minute's readings), ``since`` and ``reason``. Every entity reads its own value out of its hive's
 topic (``value_template``); no topic is shared between hives, so one hive's update can never reset
@@ -28,7 +29,7 @@ from typing import Any
 
 from beeaudio import __version__
 from beeaudio.collector.context import AppContext
-from beeaudio.collector.state import SWARM
+from beeaudio.collector.state import NORMAL, SWARM
 from beeaudio.collector.store.levels import latest_levels
 from beeaudio.collector.store.queries import all_statuses
 from beeaudio.core import mqtt_wire
@@ -68,7 +69,9 @@ def hive_payload(*, status: dict[str, Any], level_dbfs: float | None) -> dict[st
     return {
         "hive_id": status["hive_id"],
         "state": status["state"],
-        "swarming": "ON" if status["state"] == SWARM else "OFF",
+        # Only a hive whose state is known is swarming or not: unknown and offline hives send null, which
+        # Home Assistant's template renders as "None" and shows as unknown, never a reassuring "off".
+        "swarming": {SWARM: "ON", NORMAL: "OFF"}.get(status["state"]),
         "swarm_score": score,
         "swarm_score_pct": None if score is None else round(100.0 * score, 1),
         "last_seen": status.get("last_seen"),
