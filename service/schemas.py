@@ -180,7 +180,10 @@ class HiveStatus(BaseModel):
     last_seen: str | None
     last_event: str | None
     model_version: str | None
-    swarm_score: float | None = Field(description="smoothed swarm score of the window's evidence windows")
+    swarm_score: float | None = Field(
+        description="smoothed swarm score of the window's evidence windows; null when the state is unknown "
+        "for want of usable readings (too few, no signal, unfamiliar)"
+    )
     n_window: int = Field(description="evidence windows in the window")
     counts: dict[str, int] = Field(description="winning labels of the window's evidence windows")
     reason: Literal[REASONS] | None = Field(description="why the state is unknown (null otherwise)")

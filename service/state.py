@@ -273,10 +273,12 @@ def _advance(*, previous: Step, bucket_start: int, window: Window, params: State
     )
     reason = unusable_reason(window=window, params=params)
     if reason is not None or score is None:
+        # No score either: a mean over too few readings, or over readings the state must not rest on, is
+        # no basis for a swarm score (the status, the dashboard and Home Assistant would show it).
         reason = reason or TOO_FEW_READINGS
         if previous.state == UNKNOWN:
-            return replace(base, reason=reason)
-        return replace(base, state=UNKNOWN, since_ms=at_ms, reason=reason)
+            return replace(base, score=None, reason=reason)
+        return replace(base, score=None, state=UNKNOWN, since_ms=at_ms, reason=reason)
     if previous.state == UNKNOWN and score < params.enter_swarm:
         # Nothing to confirm: normal is the state a hive is in unless the score says otherwise.
         return replace(base, state=NORMAL, since_ms=at_ms)

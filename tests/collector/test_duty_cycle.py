@@ -9,10 +9,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
-
 from beeaudio.collector.state import NORMAL, SWARM, UNKNOWN
-from tests.fixtures.collector import T0, event
+from tests.fixtures.collector import T0, event, stored_steps
 
 HOURS = 10
 PERIOD_S = 300  # one recording every 5 minutes
@@ -50,18 +48,6 @@ def recordings(*, hive_id: str, device_id: str, swarm_from_hour: float | None, s
             ]
         )
     return out
-
-
-def _steps(collector, hive_id: str) -> list[tuple]:
-    from beeaudio.collector.db import hive_steps
-
-    with collector.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(hive_steps).where(hive_steps.c.hive_id == hive_id).order_by(hive_steps.c.bucket_start)
-        ).all()
-    return [
-        (r.bucket_start, r.n_window, None if r.score is None else round(r.score, 9), r.state) for r in rows
-    ]
 
 
 def _upload_live(collector, device, recs: list[list], tag: str) -> list[dict]:
@@ -124,7 +110,7 @@ def test_duty_cycled_backlog_in_any_order_gives_the_same_state(collector) -> Non
         status = collector.status(hive_id)
         results[hive_id] = (
             {k: status[k] for k in ("state", "since", "swarm_score", "n_window", "window", "counts")},
-            _steps(collector, hive_id),
+            stored_steps(collector, hive_id),
         )
     assert results["live"][0]["state"] == SWARM
     assert results["shuffled"] == results["live"]
@@ -141,6 +127,8 @@ def test_without_the_look_back_the_status_says_why(collector) -> None:
     assert statuses[-1]["reason"] == "too_few_readings"
     # Every step's window holds one recording (5 + 4 windows from the two buckets it straddles).
     assert {s["reason_text"] for s in statuses} == {"9 readings in the last 5 min, 10 needed"}
+    # Nine readings are no basis for a swarm score either: none is shown.
+    assert {s["swarm_score"] for s in statuses} == {None}
 
 
 def test_a_late_event_re_evaluates_a_bounded_number_of_steps(collector, monkeypatch) -> None:

@@ -23,11 +23,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from beeaudio.collector.store import hive_state
-from tests.fixtures.collector import ADMIN, T0, load_history, timeline
+from tests.fixtures.collector import ADMIN, T0, load_history, stored_steps, timeline
 
 DAYS = 3
 BUCKETS = DAYS * 1440
@@ -76,16 +75,6 @@ def small_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hive_state, "MOVE_BUDGET", MOVE_BUDGET, raising=False)
 
 
-def _steps(collector, hive_id: str) -> list[tuple[Any, ...]]:
-    from beeaudio.collector.db import hive_steps
-
-    with collector.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(hive_steps).where(hive_steps.c.hive_id == hive_id).order_by(hive_steps.c.bucket_start)
-        ).all()
-    return [(r.bucket_start, r.n_window, round(r.score, 9), r.state, r.pending, r.since_ms) for r in rows]
-
-
 def _from_scratch(collector, hive_id: str) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
     """The steps and status a derivation from all the rollups gives (what in-order arrival gives)."""
     from beeaudio.collector.store.hive_state import rebuild
@@ -98,7 +87,7 @@ def _from_scratch(collector, hive_id: str) -> tuple[list[tuple[Any, ...]], dict[
         webhook_urls=[],
         now_ms=collector.clock(),
     )
-    return _steps(collector, hive_id), _status(collector, hive_id)
+    return stored_steps(collector, hive_id), _status(collector, hive_id)
 
 
 def _status(collector, hive_id: str) -> dict[str, Any]:
@@ -138,7 +127,7 @@ def test_a_late_batch_that_only_moves_since_writes_little_per_transaction(
     assert status["state"] == "normal" and status["since"] < before_since
     assert meter.largest <= MOVE_BUDGET + 10, meter.per_transaction
     assert sum(meter.per_transaction) >= BUCKETS  # every step of the run was moved, in several goes
-    steps = _steps(collector, "old")
+    steps = stored_steps(collector, "old")
     assert (steps, status) == _from_scratch(collector, "old")
 
 
@@ -158,7 +147,7 @@ def test_a_late_batch_before_the_only_step_moves_the_current_since(collector) ->
     assert collector.send(device, early, batch_id="early").status_code == 200
     status = _status(collector, "old")
     assert (status["state"], status["since"]) == ("normal", "2026-05-01T09:00:00.000Z")
-    assert (_steps(collector, "old"), status) == _from_scratch(collector, "old")
+    assert (stored_steps(collector, "old"), status) == _from_scratch(collector, "old")
 
 
 def test_a_late_batch_that_changes_days_of_state_goes_on_in_its_own_transactions(
@@ -176,7 +165,7 @@ def test_a_late_batch_that_changes_days_of_state_goes_on_in_its_own_transactions
     status = _status(collector, "old")
     assert status["state"] == "swarm"
     assert [a["kind"] for a in collector.alerts("old")] == ["swarm_started"]
-    steps = _steps(collector, "old")
+    steps = stored_steps(collector, "old")
     assert (steps, status) == _from_scratch(collector, "old")
 
 
@@ -217,7 +206,7 @@ def test_an_unfinished_walk_is_taken_over_and_finished_after_a_crash(collector, 
     )
     status = _status(collector, "old")
     assert status["state"] == "swarm"
-    assert (_steps(collector, "old"), status) == _from_scratch(collector, "old")
+    assert (stored_steps(collector, "old"), status) == _from_scratch(collector, "old")
 
 
 SEGMENTS = [(0.1, 60), (0.9, 50), (0.5, 40), (0.2, 40), (0.95, 30), (0.1, 40)]
@@ -245,7 +234,7 @@ def test_out_of_order_batches_with_tiny_budgets_give_the_in_order_state(
             batches = batches[::-1]
         for i, batch in enumerate(batches):
             assert collector.send(device, batch, batch_id=f"{hive_id}-{i}").status_code == 200
-        results[hive_id] = (_steps(collector, hive_id), _status(collector, hive_id))
+        results[hive_id] = (stored_steps(collector, hive_id), _status(collector, hive_id))
     assert results["other"] == results["ordered"]
     assert results["ordered"] == _from_scratch(collector, "ordered")
     response = collector.client.get("/api/v1/hives", headers=ADMIN)

@@ -21,7 +21,7 @@ from beeaudio.collector.state import (
     next_step,
 )
 from beeaudio.collector.store.hive_state import sweep_offline
-from tests.fixtures.collector import ADMIN, T0, timeline
+from tests.fixtures.collector import ADMIN, T0, stored_steps, timeline
 
 
 def evidence(n: int, mean: float) -> Window:
@@ -100,16 +100,6 @@ def _comparable(status: dict) -> dict:
     return {k: status[k] for k in ("state", "since", "confidence", "swarm_score", "n_window", "counts")}
 
 
-def _steps(collector, hive_id: str) -> list[tuple]:
-    from beeaudio.collector.db import hive_steps
-
-    with collector.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(hive_steps).where(hive_steps.c.hive_id == hive_id).order_by(hive_steps.c.bucket_start)
-        ).all()
-    return [(r.bucket_start, r.n_window, round(r.score, 9), r.state, r.pending, r.since_ms) for r in rows]
-
-
 def test_late_and_out_of_order_events_give_the_in_order_state(collector) -> None:
     start = T0 - timedelta(hours=1)
     results = {}
@@ -126,7 +116,7 @@ def test_late_and_out_of_order_events_give_the_in_order_state(collector) -> None
         for i, batch in enumerate(batches):
             response = collector.send(device, batch, batch_id=f"{hive_id}-{i}")
             assert response.status_code == 200, response.text
-        results[hive_id] = (_comparable(collector.status(hive_id)), _steps(collector, hive_id))
+        results[hive_id] = (_comparable(collector.status(hive_id)), stored_steps(collector, hive_id))
     assert results["ordered"][0]["state"] == NORMAL
     assert results["ordered"][1], "steps were stored"
     assert results["shuffled"] == results["ordered"]
@@ -292,7 +282,7 @@ def test_normal_hive_files_out_of_order_raise_no_swarm_alert(collector) -> None:
         files = [file_a, file_b] if order == "in" else [file_b, file_a]
         for f, events in enumerate(files):
             _upload(collector, device, _in_batches(events), tag=f"{hive_id}-{f}")
-        results[hive_id] = (_comparable(collector.status(hive_id)), _steps(collector, hive_id))
+        results[hive_id] = (_comparable(collector.status(hive_id)), stored_steps(collector, hive_id))
         assert [a["kind"] for a in _alerts(collector, hive_id)] == [], order
     assert results["in-order"][0]["state"] == NORMAL
     assert results["files-swapped"] == results["in-order"]
@@ -327,7 +317,7 @@ def test_late_batch_before_since_never_dates_an_alert_before_the_one_it_ends(col
             _upload(collector, device, [burst], tag=f"{hive_id}-burst")
             assert collector.status(hive_id)["state"] == SWARM
             _upload(collector, device, _in_batches(before)[::-1], tag=f"{hive_id}-before")
-        results[hive_id] = (_comparable(collector.status(hive_id)), _steps(collector, hive_id))
+        results[hive_id] = (_comparable(collector.status(hive_id)), stored_steps(collector, hive_id))
     assert results["late"] == results["in-order"]
     assert results["late"][0]["state"] == NORMAL
     assert results["late"][0]["since"].startswith(day.replace(hour=4, minute=31).strftime("%Y-%m-%dT%H:%M"))
