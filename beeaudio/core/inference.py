@@ -402,11 +402,6 @@ class FileResult:
             n for verdict, n in self.verdicts.items() if verdict not in (UNFAMILIAR, QUALITY_UNCALIBRATED)
         )
 
-    @property
-    def uncalibrated_windows(self) -> int:
-        """Windows a baseline model could not judge: the hive has no baseline here."""
-        return self.verdicts.get(QUALITY_UNCALIBRATED, 0)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path),

@@ -489,11 +489,6 @@ def fine_tune(
     )
 
 
-def anchor_windows(*, base: Base, n_labelled: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The anchors :func:`fine_tune` adds for ``n_labelled`` windows (for the novelty detector's fit)."""
-    return _anchors(base=base, n_labelled=n_labelled, seed=seed)
-
-
 def describe(base: Base) -> str:
     """One line for logs: what the fine-tuning starts from."""
     return json.dumps({k: v for k, v in base.summary.items() if v is not None}, default=str)
