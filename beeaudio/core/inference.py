@@ -134,7 +134,10 @@ def make_interpreter(
             interpreter = interpreter_class(model_content=model_bytes, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise BundleError(f"{name} cannot load the model: {exc}") from exc
+        # The runtime's reason spans lines ("... Node number 0 (FULLY_CONNECTED) failed to prepare."); a
+        # refusal is one line wherever it is shown (a CLI error, a log line, an HTTP detail).
+        reason = " ".join(str(exc).split())
+        raise BundleError(f"{name} cannot load the model: {reason}") from exc
     return interpreter, name
 
 

@@ -105,6 +105,20 @@ def test_num_threads_must_be_positive(float_bundle: Path) -> None:
         Classifier.load(float_bundle, num_threads=0)
 
 
+def test_a_runtime_refusal_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime's reasons span lines; a refusal printed by a CLI or sent as an HTTP detail must not."""
+
+    class Refuses:  # stands in for an Interpreter whose prepare step fails the way ai-edge-litert's does
+        def __init__(self, **_: object) -> None:
+            raise RuntimeError("Tensor 1 was optional but was expected\nNode number 0 failed to prepare.\n")
+
+    monkeypatch.setattr(inference, "resolve_runtime", lambda runtime=None: ("stand-in", Refuses))
+    with pytest.raises(inference.BundleError) as refused:
+        inference.make_interpreter(model_bytes=b"")
+    reason = str(refused.value)
+    assert "\n" not in reason and reason.endswith("was expected Node number 0 failed to prepare.")
+
+
 # -- predict -------------------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 and is not downloaded again after a restart, and an agent whose stored model crashes rolls back.
 
 The crashing bundle is real: its first FULLY_CONNECTED has no weights tensor, which the flatbuffer verifier
-lets through and the kernel dereferences (SIGSEGV in ai-edge-litert). The fuzz test loads a few hundred
+lets through and the runtime reads past (SIGSEGV in ai-edge-litert, or a refusal to prepare the node where
+the heap around it stops the read first: see tests.fixtures.device.refused_by_the_runtime). The crash
+message itself is checked with stand-in children that die by a signal. The fuzz test loads a few hundred
 bundles with 8 random bytes of model.tflite replaced (checksum recomputed) through the child check, in this
 environment and in tflite-runtime 2.14's (where most of them kill the child): the parent survives all.
 """
@@ -31,43 +33,44 @@ from beeaudio.device.modelstore import ModelStore, ModelStoreError
 from beeaudio.device.uplink import check_model_update
 from tests.fixtures.device import (
     REPO_ROOT,
+    RUNTIME_REFUSAL,
     cli,
     crashing_bundle,
     event_ids_in,
     fake_collector,
     mutated_bundle,
+    refused_by_the_runtime,
     run_cli,
     wait_for,
     write_config,
     write_recordings,
 )
 
-CRASH = "crashed the TF-Lite runtime (SIGSEGV)"
-
 
 @pytest.fixture
 def crasher(tmp_path: Path, bundle: Path) -> Path:
     path = crashing_bundle(bundle, tmp_path / "crashing.beemodel")
-    # The premise: loading it in a process kills that process.
+    # The premise: loading it in a process kills that process (SIGSEGV) or, where the heap the runtime
+    # reads past happens to stop it first, fails in the kernel's prepare step; it never loads.
     code = "import sys; from beeaudio.core.inference import Classifier; Classifier.load(sys.argv[1])"
     died = subprocess.run([sys.executable, "-P", "-c", code, str(path)], capture_output=True, timeout=60)
-    assert died.returncode == -signal.SIGSEGV, died
+    assert died.returncode == -signal.SIGSEGV or RUNTIME_REFUSAL in died.stderr.decode(errors="replace"), died
     return path
 
 
-def one_error_line(result: subprocess.CompletedProcess[str], *, needle: str) -> str:
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a command prints for crashing_bundle (its crash, or the runtime's refusal), exit 1."""
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Fatal Python error" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line or line.startswith("FAIL")]
-    assert len(errors) == 1 and needle in errors[0], result.stderr
+    assert len(errors) == 1 and refused_by_the_runtime(errors[0]), result.stderr
     return errors[0]
 
 
 def test_the_child_check_refuses_it_and_passes_a_good_bundle(crasher: Path, bundle: Path) -> None:
-    with pytest.raises(
-        BundleCrashError, match=r"crashed the TF-Lite runtime \(SIGSEGV\) while loading: refused"
-    ):
+    with pytest.raises(BundleError, match="refused") as refused:  # the crash message: _fake_python below
         check_bundle_in_child(path=crasher)
+    assert refused_by_the_runtime(str(refused.value))
     good = check_bundle_in_child(path=bundle)
     assert isinstance(good, BundleCheck) and good.runtime and good.selftest_windows > 0
     assert good.selftest_max_delta <= 1.0 and good.seconds > 0
@@ -78,7 +81,7 @@ def test_classify_prints_one_error_line(tmp_path: Path, crasher: Path) -> None:
         folder=tmp_path / "audio", count=1, seconds=4.0, start=datetime(2026, 4, 1, tzinfo=UTC)
     )
     result = run_cli("classify", "--model", str(crasher), str(clip))
-    line = one_error_line(result, needle=CRASH)
+    line = one_error_line(result)
     assert line.startswith("beeaudio classify: error:")
 
 
@@ -88,7 +91,7 @@ def test_install_model_refuses_it_and_keeps_the_current_model(
     state = tmp_path / "state"
     assert run_cli("device", "install-model", str(bundle), "--state-dir", str(state)).returncode == 0
     current = (state / "models" / "current").read_text()
-    one_error_line(run_cli("device", "install-model", str(crasher), "--state-dir", str(state)), needle=CRASH)
+    one_error_line(run_cli("device", "install-model", str(crasher), "--state-dir", str(state)))
     assert (state / "models" / "current").read_text() == current
     assert ModelStore(root=state / "models").refusal(file_sha256(crasher)) is not None  # remembered
     assert not list((state / "models").glob(".incoming*"))
@@ -98,7 +101,7 @@ def test_install_model_refuses_it_and_keeps_the_current_model(
 
 def test_selftest_of_it_is_a_fail_line(crasher: Path) -> None:
     result = run_cli("device", "selftest", "--bundle", str(crasher))
-    one_error_line(result, needle=CRASH)
+    one_error_line(result)
 
 
 def _offer(collector, data: bytes, model_id: str) -> str:
@@ -123,7 +126,7 @@ def test_an_update_over_the_air_is_refused_and_not_downloaded_again_after_a_rest
     with fake_collector() as collector:
         client = CollectorClient(base_url=collector.url, token="t", timeout_s=10)
         _offer(collector, crasher.read_bytes(), "bad")
-        with pytest.raises(ModelStoreError, match=r"SIGSEGV"):
+        with pytest.raises(ModelStoreError, match=r"SIGSEGV|FULLY_CONNECTED"):
             check_model_update(client=client, device_id="dev-1", store=store, refused=set())
         assert store.current_sha() == good and _downloads(collector, "bad") == 1
         # A restart: a new store object and no memory in the process; the store remembers.
@@ -169,14 +172,14 @@ def test_an_agent_whose_stored_model_crashes_rolls_back_at_start(
     write_recordings(folder=folder, count=1, seconds=4.0, start=datetime(2026, 4, 1, tzinfo=UTC))
     run = run_cli("device", "run", "--once", "--input", str(folder), "--state-dir", str(state))
     assert run.returncode == 0, run.stderr
-    assert "rolling back" in run.stderr and "SIGSEGV" in run.stderr
+    assert "rolling back" in run.stderr and refused_by_the_runtime(run.stderr)
     assert len(event_ids_in(state / "outbox.sqlite")) > 0
     assert (models / "current").read_text().strip() == file_sha256(bundle)
     # Without a model to fall back on: exit 2 with the reason, never a signal.
     (models / "previous").unlink()
     (models / "current").write_text(f"{sha}\n")
     alone = run_cli("device", "run", "--once", "--input", str(folder), "--state-dir", str(state))
-    assert alone.returncode == 2 and "SIGSEGV" in alone.stderr, (alone.returncode, alone.stderr)
+    assert alone.returncode == 2 and refused_by_the_runtime(alone.stderr), (alone.returncode, alone.stderr)
 
 
 def test_the_running_agent_survives_an_update_that_crashes_and_a_restart(
@@ -308,6 +311,6 @@ def test_a_pass_is_cached_for_the_desktop_and_a_crash_never_is(
     again = check_bundle_in_child(path=bundle, cache_dir=cache)
     assert not first.cached and again.cached and again.model_sha256 == first.model_sha256
     for _ in range(2):
-        with pytest.raises(BundleCrashError):
+        with pytest.raises(BundleError):
             check_bundle_in_child(path=crasher, cache_dir=cache)
     assert len(list(cache.iterdir())) == 1
