@@ -21,11 +21,12 @@ count as evidence, as they always did.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -258,9 +259,17 @@ class ClassificationEvent:
         return self.quality in (None, QUALITY_OK) and not self.unfamiliar
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field, not dataclasses.asdict: its deep copy of every event was most of what the
+        # device's outbox spent. The two dicts are copied (the only fields the JSON could share with it).
+        data = {name: getattr(self, name) for name in EVENT_FIELDS}
         data["window_start"] = utc_iso(self.window_start)
-        if not data["extra"]:
+        data["probabilities"] = dict(self.probabilities)
+        if self.extra:  # flat on the device ({"file", "offset_s"}): only nested values need the deep copy
+            data["extra"] = {
+                key: copy.deepcopy(value) if isinstance(value, dict | list) else value
+                for key, value in self.extra.items()
+            }
+        else:
             del data["extra"]
         if self.schema != EVENT_SCHEMA:  # a v1 event (re-sent by a tool) keeps its v1 shape
             for name in V2_FIELDS:

@@ -226,5 +226,25 @@ def test_zero_runs_are_found_from_the_near_zero_positions() -> None:
         np.eye(1, 50, 49, dtype=bool)[0],
     ]
     masks += [rng.random(400) < p for p in (0.01, 0.3, 0.7, 0.95) for _ in range(25)]
+    # Only isolated samples (the fast path): touching both edges, neither, and one sample long masks.
+    masks += [np.arange(400) % 3 == 0, np.arange(400) % 7 == 3, np.ones(1, bool), np.arange(5) % 4 == 0]
     for mask in masks:
         assert _zero_runs(mask) == scanned(mask)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_measures_are_numpys_plain_ones(dtype: type) -> None:
+    """The check's sums are written for speed (one float64 copy, the variance from the sum of squares);
+    held here to the plain numpy measures on loud, quiet, offset, clipped and silent windows."""
+    rng = np.random.default_rng(7)
+    noise = rng.standard_normal(CONFIG.window_samples)
+    cases = [0.1 * noise, 3e-4 * noise + 0.2, np.clip(4 * noise, -1, 1), 1e-6 * noise, np.full(16000, 0.3)]
+    for signal in (np.asarray(case, dtype=dtype) for case in cases):
+        result = check_window(samples=signal, sample_rate=RATE)
+        plain = signal.astype(np.float64)
+        rms = float(np.std(plain))
+        expected_level = max(-120.0, 20 * np.log10(rms)) if rms > 1e-12 else -120.0
+        assert result.level_dbfs == pytest.approx(expected_level, abs=1e-6)
+        assert result.dc_offset == pytest.approx(float(np.mean(plain)), abs=1e-12)
+        assert result.peak == float(np.max(np.abs(plain)))
+        assert result.clipped_fraction == float(np.mean(np.abs(plain) >= 0.99))

@@ -8,7 +8,6 @@ on the same data.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shlex
 import subprocess
@@ -201,10 +200,9 @@ def seed_everything(*, seed: int) -> None:
 
 
 def quiet_tensorflow() -> None:
-    """TensorFlow without its start-up chatter, and without oneDNN's kernels: they reorder float sums, and
-    an experiment compares conditions, so every run of it computes with the same kernels."""
+    """TensorFlow without its start-up chatter, and without oneDNN's kernels (training.quiet_tensorflow):
+    they reorder float sums, and an experiment compares conditions, so every run computes alike."""
     training.quiet_tensorflow()
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def provenance(*, command: Sequence[str] | None) -> dict[str, Any]:
