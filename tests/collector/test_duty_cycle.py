@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+import pytest
+
 from beeaudio.collector.state import NORMAL, SWARM, UNKNOWN
 from tests.fixtures.collector import T0, event, stored_steps
 
@@ -96,6 +98,7 @@ def test_duty_cycled_swarm_raises_exactly_one_alert(collector) -> None:
     assert {s["state"] for s in calm_part} == {NORMAL}
 
 
+@pytest.mark.slow  # the same ten hours sent in three orders
 def test_duty_cycled_backlog_in_any_order_gives_the_same_state(collector) -> None:
     results = {}
     for hive_id, order in (("live", "in"), ("shuffled", "random")):

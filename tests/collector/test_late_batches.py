@@ -28,6 +28,9 @@ from sqlalchemy import event as sa_event
 from beeaudio.collector.store import hive_state
 from tests.fixtures.collector import ADMIN, T0, load_history, stored_steps, timeline
 
+# Days of minute buckets walked in tiny transactions: ~5 s in all, so in the full suite, not the fast loop.
+pytestmark = pytest.mark.slow
+
 DAYS = 3
 BUCKETS = DAYS * 1440
 STEP_BUDGET = 300

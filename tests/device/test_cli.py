@@ -20,6 +20,15 @@ ACTIONS = (
 )
 
 
+def each_command(actions: tuple[tuple[str, ...], ...], *, fast: int) -> list:
+    """One parameter per command; all but ``fast`` marked slow: each is a ~0.4 s subprocess, so the fast
+    loop checks one command per test (a different one in each) and the full suite every one."""
+    return [
+        pytest.param(action, id=action[0], marks=() if i == fast else pytest.mark.slow)
+        for i, action in enumerate(actions)
+    ]
+
+
 def one_line(result, *, code: int, needle: str) -> None:
     assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
@@ -27,14 +36,14 @@ def one_line(result, *, code: int, needle: str) -> None:
     assert len(errors) == 1 and needle in errors[0], result.stderr
 
 
-@pytest.mark.parametrize("action", ACTIONS, ids=lambda a: a[0])
+@pytest.mark.parametrize("action", each_command(ACTIONS, fast=0))
 def test_a_missing_configuration_file_is_one_line(action: tuple[str, ...], tmp_path: Path) -> None:
     missing = tmp_path / "device.toml"
     result = run_cli("device", *action, "--config", str(missing), cwd=tmp_path)
     one_line(result, code=EXIT_USAGE, needle="no such configuration file")
 
 
-@pytest.mark.parametrize("action", ACTIONS, ids=lambda a: a[0])
+@pytest.mark.parametrize("action", each_command(ACTIONS, fast=1))
 def test_a_broken_configuration_file_is_one_line(action: tuple[str, ...], tmp_path: Path) -> None:
     config = tmp_path / "device.toml"
     config.write_text("[device\nhive_id = 3\n")
@@ -44,7 +53,7 @@ def test_a_broken_configuration_file_is_one_line(action: tuple[str, ...], tmp_pa
 
 
 @pytest.mark.skipif(DEFAULT_CONFIG_PATH.exists(), reason=f"{DEFAULT_CONFIG_PATH} exists on this machine")
-@pytest.mark.parametrize("action", ACTIONS[:4], ids=lambda a: a[0])
+@pytest.mark.parametrize("action", each_command(ACTIONS[:4], fast=2))
 def test_no_configuration_at_all_creates_nothing(action: tuple[str, ...], tmp_path: Path) -> None:
     existed = DEFAULT_STATE_DIR.exists()
     result = run_cli("device", *action, cwd=tmp_path)
