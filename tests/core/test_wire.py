@@ -9,28 +9,19 @@ from datetime import UTC, datetime
 import pytest
 
 from beeaudio.core.wire import EVENT_SCHEMAS, V2_FIELDS, ClassificationEvent, utc_iso
+from tests.fixtures.device import make_events
 
 
 def _event(**change: object) -> ClassificationEvent:
-    base = ClassificationEvent(
-        event_id="e" * 32,
-        hive_id="hive-1",
-        device_id="dev-1",
-        model_name="m",
-        model_version="1",
-        window_start=datetime(2026, 4, 1, 10, 0, 1, 500000, tzinfo=UTC),
-        window_seconds=2.0,
-        probabilities={"normal": 0.75, "swarm": 0.25},
-        label="normal",
-        swarm_score=0.25,
-        level_dbfs=-30.0,
-        source_format="WAV",
-        extra={"file": "a.wav", "offset_s": 1.0, "nested": {"list": [1, 2]}},
-        quality="ok",
-        novelty=1.5,
-        novelty_threshold=3.0,
-    )
-    return dataclasses.replace(base, **change)
+    """The device tests' event, with a sub-second start, nested extras and a novelty score."""
+    (base,) = make_events(1)
+    fields = {
+        "window_start": datetime(2026, 4, 1, 10, 0, 1, 500000, tzinfo=UTC),
+        "extra": {"file": "a.wav", "offset_s": 1.0, "nested": {"list": [1, 2]}},
+        "novelty": 1.5,
+        "novelty_threshold": 3.0,
+    }
+    return dataclasses.replace(base, **{**fields, **change})
 
 
 def _reference(event: ClassificationEvent) -> dict[str, object]:
