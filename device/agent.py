@@ -420,6 +420,7 @@ class Agent:
             model_version=manifest.model_version if manifest else None,
             disk_free_bytes=int(free),
             stage_ms=self.timer.mean_ms(),
+            failing_loops=self.health.troubles(alive=self._threads_alive()),
         ).to_json()
 
     # -- the loop --------------------------------------------------------------------------------------

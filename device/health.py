@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from beeaudio.core.fsio import write_text_atomic
+from beeaudio.core.wire import MAX_LOOP_TROUBLE
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,28 @@ class Health:
                 state, last_error_at=self.clock(), last_error=error[:500], failures=state.failures + 1
             )
 
-    def snapshot(self) -> dict[str, LoopState]:
+    def snapshot(
+        self, *, alive: dict[str, bool] | None = None, stopping: bool = False
+    ) -> dict[str, LoopState]:
+        """Every loop's state; ``alive`` (loop -> its thread runs) overrides ``running``, because a dead
+        thread cannot report that it died."""
         with self._lock:
-            return dict(self._loops)
+            loops = dict(self._loops)
+        for name, running in (alive or {}).items():
+            loops[name] = replace(loops.get(name, LoopState(name=name)), running=running and not stopping)
+        return loops
+
+    def troubles(self, *, alive: dict[str, bool] | None = None) -> dict[str, str]:
+        """The loops that are failing or not running, each with why (at most wire.MAX_LOOP_TROUBLE
+        characters): what a heartbeat tells the collector, so that a fleet sees a device whose uploads
+        stopped."""
+        found = {}
+        for name, state in sorted(self.snapshot(alive=alive).items()):
+            if not state.running:
+                found[name] = f"not running{': ' + state.last_error if state.last_error else ''}"
+            elif state.failing:
+                found[name] = f"{state.failures} failures in a row: {state.last_error}"
+        return {name: why[:MAX_LOOP_TROUBLE] for name, why in found.items()}
 
 
 class StatusWriter(threading.Thread):
@@ -108,11 +128,8 @@ class StatusWriter(threading.Thread):
     def write(self, *, stopping: bool = False) -> bool:
         """One snapshot; False (logged once per kind of problem) when it cannot be written."""
         try:
-            loops = self.health.snapshot()
-            threads = self.alive() if self.alive is not None else {}
-            for name, running in threads.items():  # a dead thread cannot report that it died
-                state = loops.get(name, LoopState(name=name))
-                loops[name] = replace(state, running=running and not stopping)
+            alive = self.alive() if self.alive is not None else {}
+            loops = self.health.snapshot(alive=alive, stopping=stopping)
             payload = {
                 "schema": STATUS_SCHEMA,
                 "pid": os.getpid(),

@@ -8,7 +8,7 @@ names to ``wire.EVENT_FIELDS`` / ``wire.HEARTBEAT_FIELDS``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -111,6 +111,9 @@ class HeartbeatIn(BaseModel):
     model_version: str | None = Field(default=None, max_length=wire.MAX_NAME)
     disk_free_bytes: int | None = Field(default=None, ge=0, le=MAX_BYTES)
     stage_ms: dict[str, float] | None = None
+    failing_loops: dict[str, Annotated[str, Field(max_length=wire.MAX_LOOP_TROUBLE)]] | None = Field(
+        default=None, max_length=wire.MAX_LOOPS
+    )
 
 
 class HiveIn(_ScreenedIn):

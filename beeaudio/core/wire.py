@@ -67,6 +67,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 MAX_ID = 64  # event_id, hive_id, device_id
 MAX_BATCH_ID = 128
 MAX_NAME = 100  # model_name, model_version, label names
+MAX_LOOPS = 16  # entries of a heartbeat's failing_loops
+MAX_LOOP_TROUBLE = 300  # characters of each entry's reason
 MAX_SOURCE_FORMAT = 32
 MAX_TIMESTAMP = 64
 MAX_LABELS = 64
@@ -393,7 +395,8 @@ def make_batch(
 # -- the heartbeat -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Heartbeat:
-    """A device's health, sent every ``heartbeat_interval_s``: backlog, outbox, dropped readings, model, disk.
+    """A device's health, sent every ``heartbeat_interval_s``: backlog, outbox, dropped readings, model, disk,
+    and which of its loops are failing.
 
     ``stage_ms`` is the mean time per window of each analysis stage (decode, features, inference)."""
 
@@ -406,6 +409,9 @@ class Heartbeat:
     model_version: str | None = None
     disk_free_bytes: int = 0
     stage_ms: dict[str, float] = field(default_factory=dict)
+    #: The agent's loops (analysis, upload, heartbeat, model poll, recorder) that are failing or not
+    #: running, each with why; empty when all is well. Absent from heartbeats of older agents.
+    failing_loops: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -69,3 +69,22 @@ def test_the_history_keeps_the_newest_per_device(collector) -> None:
     }
     assert listed["d1"]["heartbeat"]["outbox_depth"] == sent - 1  # the latest, with the device
     assert collector.app.state.context.settings.heartbeat_history == keep
+
+
+def test_failing_loops_are_kept_and_shown_within_their_bounds(collector) -> None:
+    """A device says which of its loops fail (the fleet sees a device whose uploads stopped); a heartbeat
+    with more loops or longer reasons than the wire allows is refused, and nothing of it is kept."""
+    collector.add_hive("h1")
+    device = collector.add_device("h1", "d1")
+    send = lambda beat: collector.client.post(  # noqa: E731
+        wire.heartbeat_path("d1"), json=beat, headers=bearer(device["token"])
+    )
+    failing = {"upload": "3 failures in a row: sqlite3.OperationalError: database or disk is full"}
+    assert send(_beat(5, failing_loops=failing)).status_code == 200
+    listed = collector.client.get("/api/v1/hives/h1/devices", headers=ADMIN).json()
+    assert listed[0]["heartbeat"]["failing_loops"] == failing
+    too_many = {f"loop{i}": "x" for i in range(wire.MAX_LOOPS + 1)}
+    too_long = {"upload": "x" * (wire.MAX_LOOP_TROUBLE + 1)}
+    for bad in (too_many, too_long, {"upload": 3}, ["upload"]):
+        assert send(_beat(6, failing_loops=bad)).status_code == 422, bad
+    assert _history(collector, "d1") == [5]

@@ -224,6 +224,26 @@ def test_status_file_shows_loops_and_goes_stale(tmp_path: Path) -> None:
     assert not read_status(path=tmp_path / "absent.json").running
 
 
+def test_heartbeat_troubles_name_failing_and_dead_loops_only() -> None:
+    from beeaudio.core.wire import MAX_LOOP_TROUBLE
+
+    health = Health()
+    for name in ("analysis", "upload", "heartbeat"):
+        health.started(name)
+        health.ok(name)
+    health.failed("upload", "sqlite3.OperationalError: database or disk is full")
+    health.failed("upload", "x" * 1000)
+    troubles = health.troubles(alive={"analysis": True, "upload": True, "heartbeat": True, "recorder": False})
+    assert set(troubles) == {"upload", "recorder"}
+    assert (
+        troubles["upload"].startswith("2 failures in a row: xxx")
+        and len(troubles["upload"]) == MAX_LOOP_TROUBLE
+    )
+    assert troubles["recorder"] == "not running"
+    health.ok("upload")
+    assert health.troubles(alive={"upload": True}) == {}
+
+
 def test_a_status_file_that_cannot_be_written_does_not_stop_the_writer(small_disk: Path) -> None:
     writer = StatusWriter(health=Health(), path=small_disk / "agent-status.json", interval_s=0.05)
     filler = fill(small_disk)
@@ -295,11 +315,21 @@ def test_status_command_shows_the_failing_loops_of_a_running_agent(
             )
             text = run_cli("device", "status", "--config", str(config)).stdout
             assert "upload" in text and "FAILING" in text and "disk is full" in text, text
+
+            def troubles() -> list[dict]:  # what the heartbeats tell the collector, newest last
+                return [beat.get("failing_loops") for beat in server.heartbeats() if isinstance(beat, dict)]
+
+            # The collector hears of it too: the heartbeats name the failing loop and why.
+            assert wait_for(lambda: "full" in ((troubles() or [{}])[-1] or {}).get("upload", ""), timeout=30)
+            assert "analysis" not in troubles()[-1]
             # Phase 3: space freed, the same process delivers everything.
             filler.unlink()
             with Outbox(path=small_disk / "outbox.sqlite", max_events=1000) as outbox:
                 assert wait_for(lambda: outbox.depth() == 0, timeout=60)
             assert wait_for(lambda: loop("upload").get("failures") == 0, timeout=30)
+            # (This fake collector has no model route: the model poll's 404 is named all along.)
+            assert wait_for(lambda: "upload" not in troubles()[-1], timeout=30), troubles()[-3:]
+            assert "404" in troubles()[-1].get("ota", "")
             assert agent.poll() is None
         finally:
             with contextlib.suppress(ProcessLookupError):
