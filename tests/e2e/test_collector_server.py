@@ -18,7 +18,7 @@ import pytest
 
 from beeaudio.collector.launch import RunningCollector, start_collector
 from beeaudio.core.wire import make_batch
-from tests.fixtures.collector import ADMIN, ADMIN_TOKEN, WebhookReceiver, timeline
+from tests.fixtures.collector import ADMIN, WebhookReceiver, server_env, timeline
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,7 @@ def test_real_server_survives_sigkill_after_acknowledging(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     receiver = WebhookReceiver()
-    env = {
-        "BEEAUDIO_DATABASE_URL": db_url,
-        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
-        "BEEAUDIO_WEBHOOKS": receiver.url,
-        "BEEAUDIO_MODE": "production",
-        "BEEAUDIO_READ_TOKEN": "",  # no read token, whatever the environment says
-    }
+    env = server_env(db_url=db_url, data_dir=tmp_path / "data", WEBHOOKS=receiver.url)
     hive = cli(
         "add-hive", "--db", db_url, "--name", "Apiary North / Hive 3", "--hive-id", "north-3", capsys=capsys
     )
@@ -111,14 +104,7 @@ def test_real_server_says_why_and_sends_microphone_silent(
     """A device whose microphone dies: the status says so in words, and ``microphone_silent`` reaches a
     real webhook receiver once; an old device next to it keeps sending v1 events."""
     receiver = WebhookReceiver()
-    env = {
-        "BEEAUDIO_DATABASE_URL": db_url,
-        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
-        "BEEAUDIO_WEBHOOKS": receiver.url,
-        "BEEAUDIO_MODE": "production",
-        "BEEAUDIO_READ_TOKEN": "",
-    }
+    env = server_env(db_url=db_url, data_dir=tmp_path / "data", WEBHOOKS=receiver.url)
     cli("add-hive", "--db", db_url, "--name", "South 1", "--hive-id", "south-1", capsys=capsys)
     tokens = {}
     for device_id in ("pi-new", "pi-old"):
@@ -199,14 +185,7 @@ def raw_upload(
 
 
 def test_strangers_bodies_are_not_read_and_uploads_stream_to_disk(db_url: str, tmp_path: Path) -> None:
-    env = {
-        "BEEAUDIO_DATABASE_URL": db_url,
-        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
-        "BEEAUDIO_MODE": "production",
-        "BEEAUDIO_READ_TOKEN": "",
-        "BEEAUDIO_BODY_READ_TIMEOUT_SECONDS": "2",
-    }
+    env = server_env(db_url=db_url, data_dir=tmp_path / "data", BODY_READ_TIMEOUT_SECONDS="2")
     server = start_collector(log_path=tmp_path / "server.log", env=env, extra_args=["--log-level", "warning"])
     try:
         pid = server.process.pid
@@ -244,13 +223,7 @@ def test_deep_nesting_is_refused_by_a_real_server(db_url: str, tmp_path: Path, c
     cli("add-hive", "--db", db_url, "--name", "Deep", "--hive-id", "deep", capsys=capsys)
     out = cli("add-device", "--db", db_url, "--hive", "deep", "--device-id", "pi-d", capsys=capsys)
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("token "))
-    env = {
-        "BEEAUDIO_DATABASE_URL": db_url,
-        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
-        "BEEAUDIO_MODE": "production",
-        "BEEAUDIO_READ_TOKEN": "",
-    }
+    env = server_env(db_url=db_url, data_dir=tmp_path / "data")
     server = start_collector(log_path=tmp_path / "server.log", env=env, extra_args=["--log-level", "warning"])
     device = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     try:

@@ -27,11 +27,11 @@ from beeaudio.collector.launch import CollectorStartError, RunningCollector, sta
 from beeaudio.core.wire import ClassificationEvent, make_batch
 from tests.fixtures.collector import (
     ADMIN,
-    ADMIN_TOKEN,
     Clock,
     WebhookReceiver,
     bearer,
     make_settings,
+    server_env,
     timeline,
 )
 
@@ -152,15 +152,12 @@ def _sweeps_run(clients: list[httpx.Client]) -> float:
 
 def test_three_replicas_give_the_result_of_one(pg_url: str, tmp_path: Path) -> None:
     receiver = WebhookReceiver()
-    env = {
-        "BEEAUDIO_DATABASE_URL": pg_url,
-        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
-        "BEEAUDIO_WEBHOOKS": receiver.url,
-        "BEEAUDIO_MODE": "production",
-        "BEEAUDIO_READ_TOKEN": "",
-        "BEEAUDIO_SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS),
-    }
+    env = server_env(
+        db_url=pg_url,
+        data_dir=tmp_path / "data",
+        WEBHOOKS=receiver.url,
+        SWEEP_INTERVAL_SECONDS=str(SWEEP_SECONDS),
+    )
     now = datetime.now(UTC).replace(microsecond=0)
     events = _events(now)
     replicas = _start_replicas(env=env, tmp_path=tmp_path, n=3)
@@ -292,13 +289,7 @@ def test_three_replicas_give_the_result_of_one(pg_url: str, tmp_path: Path) -> N
 
 def test_sqlite_refuses_a_second_collector_process(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'hives.db'}"
-    env = {
-        "BEEAUDIO_DATABASE_URL": db_url,
-        "BEEAUDIO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "BEEAUDIO_DATA_DIR": str(tmp_path / "data"),
-        "BEEAUDIO_MODE": "production",
-        "BEEAUDIO_READ_TOKEN": "",
-    }
+    env = server_env(db_url=db_url, data_dir=tmp_path / "data")
     first = start_collector(log_path=tmp_path / "first.log", env=env, extra_args=["--log-level", "warning"])
     try:
         with pytest.raises(CollectorStartError) as refused:
