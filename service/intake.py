@@ -1,7 +1,8 @@
 """One path for a batch of events, whichever way it came (HTTP ``POST /events`` or an MQTT publish):
 checked against the wire contract, stored under the hive's lock within the retention horizon, counted
 in the metrics; and, when the batch left a long re-evaluation of the hive's steps unfinished, the call
-that finishes it after the answer (each transport schedules it its own way)."""
+that finishes it after the answer (each transport schedules it its own way). One path for a heartbeat
+too (:func:`take_heartbeat`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any
 from beeaudio.collector.context import AppContext
 from beeaudio.collector.ingest import parse_batch
 from beeaudio.collector.retention import horizon_ms
-from beeaudio.collector.store.devices import DeviceIdentity
+from beeaudio.collector.schemas import HeartbeatIn
+from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat
+from beeaudio.collector.store.errors import Invalid
 from beeaudio.collector.store.hive_state import finish_recomputes
 from beeaudio.collector.store.ingest import IngestResult, store_batch
+from beeaudio.core import wire
 
 
 def take_batch(
@@ -56,4 +60,22 @@ def finish_walk(*, context: AppContext, hive_id: str, now_ms: int) -> None:
         webhook_urls=context.webhook_urls,
         now_ms=now_ms,
         hive_id=hive_id,
+    )
+
+
+def take_heartbeat(
+    *, context: AppContext, device: DeviceIdentity, heartbeat: HeartbeatIn, now_ms: int
+) -> None:
+    """Screen and store one heartbeat from ``device`` (validated by :class:`HeartbeatIn`): :class:`Invalid`
+    for what no database can store (a NUL, a lone surrogate); the database's own errors pass through."""
+    payload = heartbeat.model_dump(by_alias=True)
+    reason = wire.unclean_reason(payload)
+    if reason:
+        raise Invalid(reason)
+    record_heartbeat(
+        engine=context.engine,
+        device=device,
+        payload=payload,
+        now_ms=now_ms,
+        keep=context.settings.heartbeat_history,
     )

@@ -44,10 +44,10 @@ from pydantic import ValidationError
 
 from beeaudio.collector.context import AppContext
 from beeaudio.collector.http_errors import status_of
-from beeaudio.collector.intake import finish_walk, take_batch
+from beeaudio.collector.intake import finish_walk, take_batch, take_heartbeat
 from beeaudio.collector.schemas import BatchIn, HeartbeatIn
-from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat, token_owner
-from beeaudio.collector.store.errors import Forbidden, StoreError
+from beeaudio.collector.store.devices import DeviceIdentity, token_owner
+from beeaudio.collector.store.errors import Forbidden, Invalid, StoreError
 from beeaudio.collector.tokens import token_digest
 from beeaudio.core import mqtt_wire, wire
 
@@ -328,22 +328,17 @@ class MqttIngest:
         if isinstance(sender, Outcome):
             return sender
         try:
-            data = HeartbeatIn.model_validate(json.loads(payload.decode("utf-8"))).model_dump(by_alias=True)
+            heartbeat = HeartbeatIn.model_validate(json.loads(payload.decode("utf-8")))
         except ValidationError as exc:
             return _refused("malformed", 422, _validation_detail(exc))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return _refused("malformed", 422, f"body: not a JSON heartbeat ({type(exc).__name__})")
-        reason = wire.unclean_reason(data)
-        if reason:
-            return _refused("malformed", 422, reason)
         try:
-            record_heartbeat(
-                engine=self.context.engine,
-                device=sender,
-                payload=data,
-                now_ms=self.context.clock_ms(),
-                keep=settings.heartbeat_history,
+            take_heartbeat(
+                context=self.context, device=sender, heartbeat=heartbeat, now_ms=self.context.clock_ms()
             )
+        except Invalid as exc:
+            return _refused("malformed", 422, str(exc))
         except (sqlalchemy.exc.DBAPIError, OSError) as exc:
             log.error("MQTT: the database cannot take a heartbeat now: %s", exc)
             return _refused("unavailable", 503, "the database cannot take this now; retry later")

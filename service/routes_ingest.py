@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException
+from fastapi import APIRouter, BackgroundTasks, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from beeaudio.collector.auth import Principal, require_device, require_own_device
 from beeaudio.collector.context import AppContext, get_context
 from beeaudio.collector.http_errors import error_responses
-from beeaudio.collector.intake import finish_walk, take_batch
+from beeaudio.collector.intake import finish_walk, take_batch, take_heartbeat
 from beeaudio.collector.schemas import BatchIn, BatchOut, HeartbeatIn, HeartbeatOut
-from beeaudio.collector.store.devices import DeviceIdentity, record_heartbeat
+from beeaudio.collector.store.devices import DeviceIdentity
 from beeaudio.core import wire
 
 router = APIRouter(prefix=wire.API_PREFIX, tags=["devices"])
@@ -56,16 +56,11 @@ async def post_heartbeat(
     most ``BEEAUDIO_MAX_HEARTBEAT_BYTES`` (413 above); the latest is kept with the device, and the last
     ``BEEAUDIO_HEARTBEAT_HISTORY`` of them in the history."""
     require_own_device(principal=principal, device_id=device_id)
-    payload = heartbeat.model_dump(by_alias=True)
-    reason = wire.unclean_reason(payload)
-    if reason:
-        raise HTTPException(422, reason)
     await run_in_threadpool(
-        record_heartbeat,
-        engine=context.engine,
+        take_heartbeat,
+        context=context,
         device=_device(principal),
-        payload=payload,
+        heartbeat=heartbeat,
         now_ms=context.clock_ms(),
-        keep=context.settings.heartbeat_history,
     )
     return {"device_id": device_id, "received": True}

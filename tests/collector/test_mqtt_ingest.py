@@ -253,6 +253,14 @@ def test_heartbeats_over_mqtt_are_stored(mqtt_collector: MqttCollector, broker):
         assert device.ack("hb") == {"status": 200, "body": {"device_id": "dev-a", "received": True}}
         listed = mqtt_collector.client.get("/api/v1/hives/hive-a/devices", headers=ADMIN).json()
         assert listed[0]["heartbeat"]["outbox_depth"] == 7
+        # What no database can store (a NUL in a reason) is refused as over HTTP, and the latest stays.
+        unclean = {**beat, "outbox_depth": 8, "failing_loops": {"upload": "bad\u0000"}}
+        device.publish(topic=mqtt_wire.heartbeat_topic("dev-a"), payload=json.dumps(unclean).encode(),
+                       token=mqtt_collector.devices["dev-a"]["token"], request_id="nul")  # fmt: skip
+        refused = device.ack("nul")
+        assert refused["status"] == 422 and "NUL" in json.dumps(refused["body"]), refused
+        listed = mqtt_collector.client.get("/api/v1/hives/hive-a/devices", headers=ADMIN).json()
+        assert listed[0]["heartbeat"]["outbox_depth"] == 7
     finally:
         device.recorder.client.loop_stop()
         device.recorder.client.disconnect()
