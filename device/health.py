@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from beeaudio.core.fsio import write_text_atomic
-from beeaudio.core.wire import MAX_LOOP_TROUBLE
+from beeaudio.core.wire import MAX_LOOP_TROUBLE, MAX_LOOPS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class Health:
                 found[name] = f"not running{': ' + state.last_error if state.last_error else ''}"
             elif state.failing:
                 found[name] = f"{state.failures} failures in a row: {state.last_error}"
-        return {name: why[:MAX_LOOP_TROUBLE] for name, why in found.items()}
+        # Within the wire's bounds: a heartbeat beyond them would be refused whole.
+        return {name: why[:MAX_LOOP_TROUBLE] for name, why in list(found.items())[:MAX_LOOPS]}
 
 
 class StatusWriter(threading.Thread):

@@ -242,6 +242,10 @@ def test_heartbeat_troubles_name_failing_and_dead_loops_only() -> None:
     assert troubles["recorder"] == "not running"
     health.ok("upload")
     assert health.troubles(alive={"upload": True}) == {}
+    from beeaudio.core.wire import MAX_LOOPS
+
+    many = {f"loop{i:02d}": False for i in range(MAX_LOOPS + 4)}  # never more than the collector takes
+    assert len(health.troubles(alive=many)) == MAX_LOOPS
 
 
 def test_a_status_file_that_cannot_be_written_does_not_stop_the_writer(small_disk: Path) -> None:
