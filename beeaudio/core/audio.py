@@ -44,6 +44,7 @@ except ImportError:  # no armv7l wheel on PyPI: SincResampler below does the res
 
 from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.fsio import atomic_path
+from beeaudio.core.native_stderr import native_stderr_to_log
 
 if TYPE_CHECKING:
     from beeaudio.core.features import FeatureConfig
@@ -368,8 +369,23 @@ def _to_mono(block: np.ndarray) -> np.ndarray:
 _PCM16_SCALE = np.float32(1.0 / 32768.0)
 
 
+#: What libsndfile's libmpg123 prints at some block boundaries of MP3s it decodes correctly ("[src/libmpg123/
+#: layer3.c:INT123_do_layer3():1774] error: part2_3_length (2208) too large for available bit count
+#: (2200)", python-soundfile issue 402): the samples equal those of one whole read, so it is not an error
+#: of the recording, and goes to the debug log instead of a beekeeper's terminal or a device's journal.
+_ROUTINE_MPG123_LINES = ("[src/libmpg123/",)
+
+
 def _read(path: Path, handle: sf.SoundFile, frames: int) -> np.ndarray:
     """``frames`` frames (-1: the rest) as float32 ``(n, channels)``."""
+    if handle.format != "MP3":
+        return _decode(path, handle, frames)
+    # Other threads' lines written meanwhile are written back unchanged.
+    with native_stderr_to_log(routine=_ROUTINE_MPG123_LINES, source=path.name, others="keep"):
+        return _decode(path, handle, frames)
+
+
+def _decode(path: Path, handle: sf.SoundFile, frames: int) -> np.ndarray:
     try:
         if handle.subtype == "PCM_16":
             # libsndfile's own short-to-float conversion costs ~5x the read (0.2 ms against 0.04 ms for 10 s

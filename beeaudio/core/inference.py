@@ -28,9 +28,6 @@ import dataclasses
 import importlib
 import logging
 import math
-import os
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +47,7 @@ from beeaudio.core.bundle import (
     read_bundle,
 )
 from beeaudio.core.errors import BeeaudioError
+from beeaudio.core.native_stderr import native_stderr_to_log
 from beeaudio.core.novelty import NoveltyDetector
 from beeaudio.core.quality import QualityConfig, SignalQuality, check_window
 from beeaudio.core.wire import QUALITY_OK, QUALITY_UNCALIBRATED, is_unfamiliar
@@ -130,7 +128,7 @@ def make_interpreter(
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     name, interpreter_class = resolve_runtime(runtime)
     try:
-        with _native_stderr_to_log():
+        with runtime_stderr_to_log():
             interpreter = interpreter_class(model_content=model_bytes, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
@@ -143,32 +141,12 @@ def make_interpreter(
 
 #: What the TF-Lite runtimes print from C++ on every start ("INFO: Created TensorFlow Lite XNNPACK delegate
 #: for CPU."): routine, so it goes to the debug log instead of a beekeeper's terminal.
-_ROUTINE_NATIVE_LINES = ("INFO: ",)
+ROUTINE_RUNTIME_LINES = ("INFO: ",)
 
 
-@contextlib.contextmanager
-def _native_stderr_to_log() -> Iterator[None]:
-    """Route what native code writes to file descriptor 2 meanwhile into the log: routine INFO lines at
-    DEBUG, anything else at WARNING, so nothing is lost and nothing routine reaches the terminal."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all (a daemon): nothing to tidy
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        sys.stderr.flush()
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    routine = line.startswith(_ROUTINE_NATIVE_LINES)
-                    log.log(logging.DEBUG if routine else logging.WARNING, "runtime: %s", line)
+def runtime_stderr_to_log() -> contextlib.AbstractContextManager[None]:
+    """What a TF-Lite runtime prints from C++ meanwhile, into the log (routine lines at DEBUG)."""
+    return native_stderr_to_log(routine=ROUTINE_RUNTIME_LINES, source="runtime")
 
 
 def _tensor_spec(detail: dict[str, Any]) -> TensorSpec:

@@ -128,7 +128,7 @@ def _kernel_spread(*, model_bytes: bytes, runtime: str | None, features: np.ndar
         return None
     outputs = []
     for options in ({}, {"experimental_op_resolver_type": builtin}):
-        with inference._native_stderr_to_log():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+        with inference.runtime_stderr_to_log():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
             interpreter = interpreter_class(model_content=model_bytes, num_threads=1, **options)
             interpreter.allocate_tensors()
         spec_in, spec_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]

@@ -103,6 +103,7 @@ def test_pipeline_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     checks = json.loads(exported.stdout)
     for said in (trained.stderr, exported.stderr):  # TensorFlow's start-up says nothing to a beekeeper
         assert "oneDNN" not in said and "absl" not in said, said
+    assert "fully_quantize" not in exported.stderr, exported.stderr  # nor does the int8 calibrator
     assert checks["agreement"] >= TINY_MIN_AGREEMENT and bundle.is_file()
     assert checks["bytes"] < 100 * 1024
 

@@ -49,12 +49,16 @@ from beeaudio.core.errors import BeeaudioError
 from beeaudio.core.features import FeatureConfig
 from beeaudio.core.fsio import write_json
 from beeaudio.core.inference import ModelRunner
+from beeaudio.core.native_stderr import native_stderr_to_log
 from beeaudio.core.novelty import NoveltyDetector
 from beeaudio.desktop.bundle_writer import selftest_tolerance_for_model, write_bundle
 from beeaudio.desktop.training import novelty_fit
 from beeaudio.desktop.training import train as training
 
 log = logging.getLogger(__name__)
+
+#: What TF-Lite's converter prints from C++ on every conversion: to the debug log, not the terminal.
+_ROUTINE_CONVERTER_LINES = ("fully_quantize:", "INFO: ")
 
 #: Share of held-out windows on which the exported model must give the Keras model's label.
 MIN_AGREEMENT = 0.99
@@ -95,9 +99,14 @@ def convert(*, model: Any, quantize: str, calibration: np.ndarray | None = None)
         # rejects; per-tensor costs nothing measurable at this size.
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     # The Keras 3 path prints the SavedModel signature to stdout and warns about input statistics that
-    # full-integer conversion does not need; keep the CLI's output readable.
+    # full-integer conversion does not need, and the int8 calibrator prints its settings from C++
+    # ("fully_quantize: 0, inference_type: 6, ..."); keep the CLI's output readable.
     captured = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(captured),
+        native_stderr_to_log(routine=_ROUTINE_CONVERTER_LINES, source="converter"),
+    ):
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         flatbuffer = converter.convert()
     log.debug("converter output: %s", captured.getvalue())
