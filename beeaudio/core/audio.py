@@ -378,7 +378,8 @@ _ROUTINE_MPG123_LINES = ("[src/libmpg123/",)
 
 def _read(path: Path, handle: sf.SoundFile, frames: int) -> np.ndarray:
     """``frames`` frames (-1: the rest) as float32 ``(n, channels)``."""
-    if handle.format != "MP3":
+    if handle.format != "MP3" or frames < 0:
+        # One whole read has no block boundary (and a damaged file's complaints are then worth seeing).
         return _decode(path, handle, frames)
     # Other threads' lines written meanwhile are written back unchanged.
     with native_stderr_to_log(routine=_ROUTINE_MPG123_LINES, source=path.name, others="keep"):
