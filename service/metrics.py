@@ -187,11 +187,17 @@ class DatabaseGauges:
                 "beeaudio_device_dropped_events",
                 "sum of dropped_events (each device's own running count) over the latest heartbeats",
             ),
+            GaugeMetricFamily(
+                "beeaudio_devices_failing",
+                "devices not revoked whose latest heartbeat names a failing or stopped loop (failing_loops)",
+            ),
             GaugeMetricFamily("beeaudio_metrics_database_up", "1 if the database gauges could be read"),
         )
 
     def collect(self) -> Iterable[Metric]:
-        hives_f, devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f, up_f = self._families()
+        (hives_f, devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f, failing_f, up_f) = (
+            self._families()
+        )
         try:
             by_state, figures = self._read()
         except Exception:  # a scrape must still answer (with up = 0) when the database does not
@@ -201,11 +207,23 @@ class DatabaseGauges:
         for state in HIVE_STATES:
             hives_f.add_metric([state], by_state.get(state, 0))
         for family, value in zip(
-            (devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f), figures, strict=True
+            (devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f, failing_f),
+            figures,
+            strict=True,
         ):
             family.add_metric([], value or 0)
         up_f.add_metric([], 1)
-        return [hives_f, devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f, up_f]
+        return [
+            hives_f,
+            devices_f,
+            reporting_f,
+            outbox_f,
+            outbox_max_f,
+            backlog_f,
+            dropped_f,
+            failing_f,
+            up_f,
+        ]
 
     def _read(self) -> tuple[dict[str, int], Sequence[Any]]:
         now_ms = self._clock_ms()
@@ -225,6 +243,9 @@ class DatabaseGauges:
             else_=hive_state.c.state,
         ).label("state")
         heartbeat = devices.c.heartbeat
+        # The object as JSON text on both databases (SQLite's json_extract, PostgreSQL's ->>): "{}" when every
+        # loop is well, NULL when the heartbeat has none (an agent older than failing_loops).
+        failing = heartbeat["failing_loops"].as_string()
         with read_transaction(self._engine) as conn:
             rows = conn.execute(
                 sa.select(state, sa.func.count())
@@ -239,6 +260,7 @@ class DatabaseGauges:
                     sa.func.max(heartbeat["outbox_depth"].as_integer()),
                     sa.func.sum(heartbeat["backlog_files"].as_integer()),
                     sa.func.sum(heartbeat["dropped_events"].as_integer()),
+                    sa.func.sum(sa.case((sa.and_(failing.is_not(None), failing != "{}"), 1), else_=0)),
                 ).where(devices.c.revoked_ms.is_(None))
             ).one()
         return {row[0]: int(row[1]) for row in rows}, tuple(figures)

@@ -116,12 +116,19 @@ def test_database_gauges_are_the_same_from_every_app(collector, db_url: str, tmp
     collector.add_hive("h1")
     collector.add_hive("h2", offline_after_seconds=60)
     tokens = {d: collector.add_device(h, d)["token"] for h, d in (("h1", "d1"), ("h1", "d2"), ("h2", "d3"))}
+    # Failing loops in each device's earlier and latest heartbeat: d1 failing now, d2 recovered, d3 an
+    # agent older than failing_loops.
+    loops = {"d1": ({}, {"upload": "disk full"}), "d2": ({"ota": "HTTP 404"}, {}), "d3": (None, None)}
     for device_id, depth, dropped in (("d1", 7, 3), ("d2", 2, 0), ("d3", 40, 11)):
         for n in range(2):  # the latest heartbeat counts, not the sum of all
+            failing = {} if loops[device_id][n] is None else {"failing_loops": loops[device_id][n]}
             response = collector.client.post(
                 wire.heartbeat_path(device_id),
                 json=_beat(
-                    outbox_depth=depth + 5 * (1 - n), dropped_events=dropped + 5 * (1 - n), backlog_files=1
+                    outbox_depth=depth + 5 * (1 - n),
+                    dropped_events=dropped + 5 * (1 - n),
+                    backlog_files=1,
+                    **failing,
                 ),
                 headers={"Authorization": f"Bearer {tokens[device_id]}"},
             )
@@ -141,6 +148,7 @@ def test_database_gauges_are_the_same_from_every_app(collector, db_url: str, tmp
         assert value(samples, "beeaudio_device_outbox_events_max") == 40
         assert value(samples, "beeaudio_device_dropped_events") == 3 + 0 + 11
         assert value(samples, "beeaudio_device_backlog_files") == 3
+        assert value(samples, "beeaudio_devices_failing") == 1
         assert value(samples, "beeaudio_devices") == value(samples, "beeaudio_devices_reporting") == 3
         assert value(samples, "beeaudio_hives", state="offline") == 1
         assert value(samples, "beeaudio_hives", state="unknown") == 1
