@@ -85,16 +85,12 @@ class InstalledModel:
 
 
 def check_servable(*, manifest: BundleManifest, recording_rate: int | None) -> None:
-    """Refuse a model this agent cannot serve: it must name a swarm label among at least two labels, and it
-    must not listen above what the device's recorder captures."""
+    """Refuse a model this agent cannot serve: it must have at least two distinct labels (its manifest's
+    own check, :meth:`BundleManifest.check`, has made sure the swarm label is one of them), and it must not
+    listen above what the device's recorder captures."""
     labels = manifest.labels
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ModelStoreError(f"the model's labels {list(labels)} must be at least two distinct names")
-    if manifest.swarm_label not in labels:
-        raise ModelStoreError(
-            f"the model's swarm label {manifest.swarm_label!r} is not among its labels {list(labels)}: "
-            "the agent could not report a swarm score"
-        )
     fc = manifest.feature_config
     if recording_rate is not None and fc.fmax > recording_rate / 2:
         raise ModelStoreError(
