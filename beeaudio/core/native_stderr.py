@@ -44,12 +44,12 @@ def native_stderr_to_log(
             return
         try:
             with _capture_file() as capture:
-                sys.stderr.flush()
+                _flush_python_stderr()
                 os.dup2(capture.fileno(), 2)
                 try:
                     yield
                 finally:
-                    sys.stderr.flush()
+                    _flush_python_stderr()
                     os.dup2(saved, 2)
                     capture.seek(0)
                     _sort_out(capture.read(), routine=routine, source=source, others=others)
@@ -70,16 +70,23 @@ def _sort_out(
     captured: bytes, *, routine: tuple[str, ...], source: str, others: Literal["log", "keep"]
 ) -> None:
     kept = []
-    for line in captured.decode("utf-8", "replace").splitlines(keepends=True):
-        text = line.rstrip("\r\n")
+    for line in captured.splitlines(keepends=True):
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
         if not text.strip():
             continue
         if text.startswith(routine):
             log.debug("%s: %s", source, text)
         elif others == "log":
             log.warning("%s: %s", source, text)
-        else:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    if kept:
-        sys.stderr.write("".join(kept))
+        else:  # the very bytes, back where they were written
+            kept.append(line if line.endswith(b"\n") else line + b"\n")
+    data = b"".join(kept)
+    while data:
+        data = data[os.write(2, data) :]
+
+
+def _flush_python_stderr() -> None:
+    """What Python buffered for stderr goes out before the descriptor moves (there may be no sys.stderr
+    at all, in a service started without one)."""
+    if sys.stderr is not None:
         sys.stderr.flush()

@@ -19,16 +19,18 @@ def native_write(text: str) -> None:
 
 
 def test_routine_lines_go_to_the_debug_log_and_the_others_back_to_stderr_unchanged(
-    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    capfdbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
         caplog.at_level(logging.DEBUG, logger=LOGGER),
         native_stderr_to_log(routine=("[src/libmpg123/",), source="x.mp3", others="keep"),
     ):
         native_write("[src/libmpg123/layer3.c:1774] error: part2_3_length (2208) too large\n")
-        native_write("another thread's line\nand one without its newline")
-    said = capfd.readouterr().err
-    assert said == "another thread's line\nand one without its newline\n"
+        native_write("another thread's line\n")
+        os.write(2, b"\xff\xfe not UTF-8\n")
+        native_write("and one without its newline")
+    said = capfdbinary.readouterr().err
+    assert said == b"another thread's line\n\xff\xfe not UTF-8\nand one without its newline\n"
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.DEBUG, "x.mp3: [src/libmpg123/layer3.c:1774] error: part2_3_length (2208) too large")
     ]
