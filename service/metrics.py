@@ -195,9 +195,8 @@ class DatabaseGauges:
         )
 
     def collect(self) -> Iterable[Metric]:
-        (hives_f, devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f, failing_f, up_f) = (
-            self._families()
-        )
+        families = self._families()
+        hives_f, *figure_fs, up_f = families
         try:
             by_state, figures = self._read()
         except Exception:  # a scrape must still answer (with up = 0) when the database does not
@@ -206,24 +205,10 @@ class DatabaseGauges:
             return [up_f]
         for state in HIVE_STATES:
             hives_f.add_metric([state], by_state.get(state, 0))
-        for family, value in zip(
-            (devices_f, reporting_f, outbox_f, outbox_max_f, backlog_f, dropped_f, failing_f),
-            figures,
-            strict=True,
-        ):
+        for family, value in zip(figure_fs, figures, strict=True):
             family.add_metric([], value or 0)
         up_f.add_metric([], 1)
-        return [
-            hives_f,
-            devices_f,
-            reporting_f,
-            outbox_f,
-            outbox_max_f,
-            backlog_f,
-            dropped_f,
-            failing_f,
-            up_f,
-        ]
+        return list(families)
 
     def _read(self) -> tuple[dict[str, int], Sequence[Any]]:
         now_ms = self._clock_ms()

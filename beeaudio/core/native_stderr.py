@@ -3,7 +3,7 @@
 The TF-Lite runtimes announce their delegate on every start, TF-Lite's converter prints its settings, and
 libsndfile's libmpg123 prints "error: part2_3_length ..." at some block boundaries of MP3s it decodes
 correctly. None of it passes through Python's ``sys.stderr`` or logging, so none of it can be filtered
-there: :func:`native_stderr_to_log` points descriptor 2 at a temporary file for the length of the native
+there: :func:`native_stderr_to_log` points descriptor 2 at an anonymous file for the length of the native
 call, then sends the lines it recognises as routine to the debug log. The other lines are logged as
 warnings (``others="log"``) or written back to the real stderr as they were (``others="keep"``, for calls
 during which another thread may write there). Imports only the standard library: a hive device runs this.
